@@ -1,0 +1,1 @@
+"""recorder: a reproducibility-first experiment recorder for Python and PyTorch."""

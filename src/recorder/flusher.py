@@ -1,0 +1,136 @@
+"""The one background thread between a run and its store.
+
+It opens the store (imports and network happen here, not before `main`), then
+about every second asks the run for write operations and applies them in order.
+A write that fails sends everything not yet delivered to the run's spool on disk,
+and the spool is retried every `retry_interval` seconds while the run goes on:
+training never waits on, or dies because of, the database.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections import deque
+from typing import Callable
+
+from .redact import mask_url_passwords
+from .store.backends import Backend
+from .store.spool import Spool
+from .store.store import Store
+
+FLUSH_INTERVAL = 1.0
+RETRY_INTERVAL = 10.0
+
+
+class Flusher:
+    def __init__(self, backend: Backend, uid: str, collect: Callable[[], list[dict]],
+                 interval: float = FLUSH_INTERVAL, retry_interval: float = RETRY_INTERVAL):
+        self.backend = backend
+        self.spool = Spool(backend.spool_dir, uid)
+        self.store: Store | None = None
+        self.run_id: int | None = None
+        self.opened = threading.Event()  # the first delivery was tried: run_id is known or not
+        self._collect = collect
+        self._interval = interval
+        self._retry_interval = retry_interval
+        self._pending: deque[dict] = deque()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._abandoned = False
+        self._offline_since: float | None = None
+        self._next_retry = 0.0
+        self._thread = threading.Thread(target=self._run, name="recorder-flusher", daemon=True)
+
+    def start(self, first_ops: list[dict]) -> None:
+        self._pending.extend(first_ops)
+        self._thread.start()
+
+    def close(self, final_ops: list[dict], timeout: float) -> bool:
+        """Deliver everything, waiting at most `timeout` s; what is left goes to the spool.
+        Returns True when every write reached the store."""
+        with self._lock:
+            self._pending.extend(final_ops)
+        self._stop.set()
+        self._thread.join(timeout)
+        with self._lock:
+            if self._thread.is_alive():  # stuck on the network: the spool takes over
+                self._abandoned = True
+                self.spool.append(list(self._pending))
+                self._pending.clear()
+                self._warn(f"could not finish writing to {self.backend.url} within {timeout:.0f} s")
+            return self._offline_since is None and not self._abandoned and not self.spool.exists()
+
+    def _run(self) -> None:
+        try:
+            self.store = Store(self.backend.connect(), self.backend.write_lock, self.backend.url)
+        except Exception as exc:  # a missing driver, a bad URL: keep everything on disk
+            self._go_offline(exc)
+        self._deliver()
+        self.opened.set()
+        while not self._stop.wait(self._interval):
+            self._take(self._collect())
+            self._deliver()
+        self._deliver()
+
+    def _take(self, ops: list[dict]) -> None:
+        with self._lock:
+            self._pending.extend(ops)
+
+    def _deliver(self) -> None:
+        if self._offline_since is not None and not self._reconnect():
+            with self._lock:
+                if not self._abandoned:
+                    self.spool.append(list(self._pending))
+                self._pending.clear()
+            return
+        while self._pending:
+            op = self._pending[0]
+            try:
+                result = self.store.apply(op)
+            except Exception as exc:
+                self._go_offline(exc)
+                with self._lock:
+                    if not self._abandoned:
+                        self.spool.append(list(self._pending))
+                    self._pending.clear()
+                return
+            if op["op"] == "insert_run":
+                self.run_id = result
+            with self._lock:
+                if self._pending and self._pending[0] is op:
+                    self._pending.popleft()
+
+    def _reconnect(self) -> bool:
+        """Deliver the spool when the retry time has come; True once it is all delivered."""
+        now = time.monotonic()
+        if self.store is None or (now < self._next_retry and not self._stop.is_set()):
+            return False
+        self._next_retry = now + self._retry_interval
+        ops, _ = self.spool.read()
+        try:
+            for op in ops:
+                result = self.store.apply(op)
+                if op["op"] == "insert_run":
+                    self.run_id = result
+        except Exception:
+            return False
+        with self._lock:
+            if not self._abandoned:
+                self.spool.remove()
+        self._offline_since = None
+        self._warn(f"{self.backend.url} is reachable again: the spooled writes were delivered")
+        return True
+
+    def _go_offline(self, exc: Exception) -> None:
+        if self._offline_since is None:
+            self._offline_since = time.monotonic()
+            self._next_retry = self._offline_since + self._retry_interval
+            reason = mask_url_passwords(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            self._warn(f"cannot write to {self.backend.url} ({reason[:200]}); "
+                       f"the run goes on and its writes are kept in {self.spool.path}")
+
+    @staticmethod
+    def _warn(message: str) -> None:
+        print(f"recorder: warning: {message}", file=sys.__stderr__, flush=True)

@@ -1,0 +1,78 @@
+"""stdout and stderr still reach the terminal; the run keeps their tail.
+
+A Python-level tee: output written by child processes or C code straight to the
+file descriptors reaches the terminal but is not kept.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+
+TAIL_CHARS = 100_000
+
+
+class OutputTail:
+    """Tees sys.stdout and sys.stderr into one tail of at most `limit` characters."""
+
+    def __init__(self, limit: int = TAIL_CHARS):
+        self.limit = limit
+        self._parts: list[str] = []
+        self._size = 0
+        self._lock = threading.Lock()
+        self._originals: tuple | None = None
+        self.version = 0  # bumped on every write: the heartbeat sends the tail only if it moved
+
+    def start(self) -> None:
+        self._originals = (sys.stdout, sys.stderr)
+        sys.stdout = _Tee(sys.stdout, self)
+        sys.stderr = _Tee(sys.stderr, self)
+
+    def stop(self) -> None:
+        if self._originals is None:
+            return
+        if isinstance(sys.stdout, _Tee) and sys.stdout.tail is self:
+            sys.stdout = self._originals[0]
+        if isinstance(sys.stderr, _Tee) and sys.stderr.tail is self:
+            sys.stderr = self._originals[1]
+        self._originals = None
+
+    def add(self, text: str) -> None:
+        with self._lock:
+            self._parts.append(text)
+            self._size += len(text)
+            self.version += 1
+            if self._size > 2 * self.limit:
+                self._compact()
+
+    def text(self) -> str:
+        with self._lock:
+            self._compact()
+            return self._parts[0] if self._parts else ""
+
+    def _compact(self) -> None:
+        joined = "".join(self._parts)[-self.limit:]
+        self._parts = [joined]
+        self._size = len(joined)
+
+
+class _Tee:
+    def __init__(self, stream, tail: OutputTail):
+        self.stream = stream
+        self.tail = tail
+
+    def write(self, text: str) -> int:
+        written = self.stream.write(text)
+        if isinstance(text, str):
+            self.tail.add(text)
+        return written
+
+    def writelines(self, lines) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def __getattr__(self, name):  # fileno, isatty, encoding, buffer, ...
+        return getattr(self.stream, name)

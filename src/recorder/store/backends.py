@@ -1,0 +1,139 @@
+"""Turn a store URL into a pymongo-style database (DESIGN.md 3).
+
+| URL                                  | backend                                   |
+|--------------------------------------|-------------------------------------------|
+| `mongodb://…`, `mongodb+srv://…`     | pymongo: a real MongoDB, replica set, Atlas |
+| a path, or nothing (`./.recorder`)   | litemongo (SQLite files) under a file lock |
+| `mongomock://[name]`                 | mongomock, in memory, per process         |
+
+Backends are imported only when their scheme is used: `import recorder` stays fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ContextManager
+from urllib.parse import urlsplit
+
+from ..errors import StoreError
+from ..redact import mask_url_passwords
+
+DEFAULT_STORE = ".recorder"
+DATABASE = "recorder"
+SERVER_TIMEOUT_MS = 2000
+_MONGOMOCK_CLIENTS: dict[str, Any] = {}
+
+
+@dataclass
+class Backend:
+    """A database plus what the store needs to know about where it lives."""
+
+    url: str  # absolute path or URL, passwords masked: safe to print and record
+    kind: str  # "mongodb" | "embedded" | "mongomock"
+    spool_dir: Path
+    connect: Callable[[], Any]  # -> pymongo-style database; may be slow (imports, network)
+    write_lock: Callable[[], ContextManager] = field(default=contextlib.nullcontext)
+
+
+def resolve_url(store: str | os.PathLike | None) -> str:
+    """The store a run uses: the argument, else RECORDER_STORE, else ./.recorder."""
+    chosen = store if store is not None else os.environ.get("RECORDER_STORE") or DEFAULT_STORE
+    return os.fspath(chosen)
+
+
+def backend_for(store: str | os.PathLike | None) -> Backend:
+    url = resolve_url(store)
+    scheme = urlsplit(url).scheme if "://" in url else ""
+    if scheme in ("mongodb", "mongodb+srv"):
+        return Backend(
+            url=mask_url_passwords(url),
+            kind="mongodb",
+            spool_dir=user_spool_dir(),
+            connect=lambda: _mongodb(url),
+        )
+    if scheme == "mongomock":
+        return Backend(url=url, kind="mongomock", spool_dir=user_spool_dir(),
+                       connect=lambda: _mongomock(url))
+    if scheme == "file":
+        url = urlsplit(url).path
+    elif scheme:
+        raise StoreError(
+            f"unknown store URL scheme {scheme!r} in {mask_url_passwords(url)!r}: "
+            "use mongodb://, mongodb+srv://, mongomock://, or a directory path"
+        )
+    path = Path(url).expanduser().absolute()
+    if path.exists() and not path.is_dir():
+        raise StoreError(f"store path {str(path)!r} exists and is not a directory")
+    lock = FileLock(path / "lock")
+    return Backend(url=str(path), kind="embedded", spool_dir=path / "spool",
+                   connect=lambda: _embedded(path), write_lock=lock.hold)
+
+
+def user_spool_dir() -> Path:
+    """Where writes for a server store wait while it is unreachable (documented in README)."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "recorder" / "spool"
+
+
+def _mongodb(url: str):
+    import pymongo
+
+    client = pymongo.MongoClient(
+        url,
+        serverSelectionTimeoutMS=SERVER_TIMEOUT_MS,
+        connectTimeoutMS=SERVER_TIMEOUT_MS,
+        socketTimeoutMS=10_000,
+    )
+    return client.get_default_database(DATABASE)
+
+
+def _mongomock(url: str):
+    import mongomock
+
+    if url not in _MONGOMOCK_CLIENTS:
+        _MONGOMOCK_CLIENTS[url] = mongomock.MongoClient()
+    return _MONGOMOCK_CLIENTS[url][DATABASE]
+
+
+def _embedded(path: Path):
+    import litemongo
+
+    path.mkdir(parents=True, exist_ok=True)
+    return litemongo.connect(str(path / "db"))[DATABASE]
+
+
+class FileLock:
+    """One exclusive `fcntl` lock per store, held around every write and id allocation.
+
+    litemongo loses concurrent `$push`es and overwrites same-`_id` inserts across
+    processes (DESIGN.md 3); serialising writers makes it lose nothing. Re-entrant
+    within a thread, shared between the threads of one process.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._thread_lock = threading.RLock()
+        self._depth = 0
+        self._fd: int | None = None
+
+    @contextlib.contextmanager
+    def hold(self):
+        with self._thread_lock:
+            if self._depth == 0:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+                fcntl.flock(self._fd, fcntl.LOCK_EX)
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+                if self._depth == 0:
+                    fcntl.flock(self._fd, fcntl.LOCK_UN)
+                    os.close(self._fd)
+                    self._fd = None

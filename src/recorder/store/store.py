@@ -1,0 +1,172 @@
+"""One Store over a pymongo-style database: the only code that touches collections.
+
+Every write is an operation (a plain dict, so the spool can keep it) applied by
+`apply`, and every operation is idempotent: a retried or re-delivered write never
+duplicates a run, a metric point or a file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Callable, ContextManager, Iterable
+
+from ..errors import RunNotFound
+from . import files as fs
+
+RUNS, METRICS, EVENTS, HISTOGRAMS, COUNTERS = "runs", "metrics", "events", "histograms", "counters"
+DUPLICATE_KEY = 11000
+
+
+class Store:
+    def __init__(self, db, write_lock: Callable[[], ContextManager] = contextlib.nullcontext,
+                 url: str = ""):
+        self.db = db
+        self.url = url
+        self._write_lock = write_lock
+        self._run_ids: dict[str, int] = {}
+
+    # -- writes ------------------------------------------------------------------------
+
+    def apply(self, op: dict) -> Any:
+        """Carry out one write operation (see `ops` below for their shapes)."""
+        with self._write_lock():
+            return _HANDLERS[op["op"]](self, op)
+
+    def _insert_run(self, op: dict) -> int:
+        doc = op["doc"]
+        existing = self.db[RUNS].find_one({"uid": doc["uid"]}, {"_id": 1})
+        if existing is not None:
+            run_id = existing["_id"]
+        else:
+            run_id = self._next_run_id()
+            self.db[RUNS].insert_one({"_id": run_id, **doc})
+        self._run_ids[doc["uid"]] = run_id
+        return run_id
+
+    def _next_run_id(self) -> int:
+        """From a counter document: sorting runs to find the largest id scans them all."""
+        counters = self.db[COUNTERS]
+        if counters.find_one({"_id": RUNS}) is None:
+            last = self.db[RUNS].find_one({}, {"_id": 1}, sort=[("_id", -1)])
+            start = last["_id"] if last and isinstance(last["_id"], int) else 0
+            counters.update_one({"_id": RUNS}, {"$max": {"seq": start}}, upsert=True)
+        doc = counters.find_one_and_update({"_id": RUNS}, {"$inc": {"seq": 1}},
+                                           return_document=True)
+        return doc["seq"]
+
+    def _update_run(self, op: dict) -> None:
+        self.db[RUNS].update_one({"uid": op["uid"]}, {"$set": op["set"]})
+
+    def _metrics(self, op: dict) -> None:
+        """`insert` chunks are written once and never change: a retried insert finds them
+        there. The open chunk of each metric is in `replace`, rewritten until it fills up."""
+        run_id = self.run_id_for(op["uid"])
+        for chunk in op["insert"]:
+            try:
+                self.db[METRICS].insert_one({**chunk, "run_id": run_id, "uid": op["uid"]})
+            except Exception as exc:
+                if getattr(exc, "code", None) != DUPLICATE_KEY:
+                    raise
+        for chunk in op["replace"]:
+            doc = {**chunk, "run_id": run_id, "uid": op["uid"]}
+            self.db[METRICS].replace_one({"_id": doc["_id"]}, doc, upsert=True)
+
+    def _documents(self, op: dict) -> None:
+        run_id = self.run_id_for(op["uid"])
+        for doc in op["docs"]:
+            doc = {**doc, "run_id": run_id, "uid": op["uid"]}
+            self.db[op["collection"]].replace_one({"_id": doc["_id"]}, doc, upsert=True)
+
+    def _files(self, op: dict) -> int:
+        return fs.put_files(self.db, {sha: bytes(data) for sha, data in op["files"].items()})
+
+    # -- reads -------------------------------------------------------------------------
+
+    def run_id_for(self, uid: str) -> int | None:
+        if uid not in self._run_ids:
+            doc = self.db[RUNS].find_one({"uid": uid}, {"_id": 1})
+            if doc is None:
+                return None
+            self._run_ids[uid] = doc["_id"]
+        return self._run_ids[uid]
+
+    def find_runs(self, filter: dict | None = None, *, limit: int = 0,
+                  projection: dict | None = None) -> list[dict]:
+        cursor = self.db[RUNS].find(filter or {}, projection).sort("_id", -1)
+        if limit:
+            cursor = cursor.limit(limit)
+        return list(cursor)
+
+    def get_run(self, ref: int | str) -> dict:
+        """A run by integer id, or `last` for the newest."""
+        if str(ref).strip().lower() == "last":
+            runs = self.find_runs(limit=1)
+            if not runs:
+                raise RunNotFound(f"no runs in {self.url or 'this store'}")
+            return runs[0]
+        try:
+            run_id = int(ref)
+        except (TypeError, ValueError):
+            raise RunNotFound(f"{ref!r} is not a run id: give an integer id or 'last'") from None
+        doc = self.db[RUNS].find_one({"_id": run_id})
+        if doc is None:
+            raise RunNotFound(f"no run {run_id} in {self.url or 'this store'}")
+        return doc
+
+    def metrics(self, run_id: int) -> dict[str, dict[str, list]]:
+        """Every metric of a run, its chunks joined in order: {name: {steps, values, timestamps}}."""
+        series: dict[str, dict[str, list]] = {}
+        chunks = sorted(self.db[METRICS].find({"run_id": run_id}),
+                        key=lambda c: (c["name"], c.get("seq", 0)))
+        for chunk in chunks:
+            s = series.setdefault(chunk["name"], {"steps": [], "values": [], "timestamps": []})
+            for key in s:
+                s[key].extend(chunk.get(key, []))
+        return series
+
+    def count(self, collection: str, run_id: int) -> int:
+        return self.db[collection].count_documents({"run_id": run_id})
+
+    def get_file(self, sha: str) -> bytes | None:
+        return fs.get_file(self.db, sha)
+
+    # -- removal -----------------------------------------------------------------------
+
+    def delete_run(self, run_id: int) -> dict[str, int]:
+        """Remove a run, its metrics, events and histograms, and the files no other run uses."""
+        run = self.get_run(run_id)
+        with self._write_lock():
+            removed = {c: self.db[c].delete_many({"run_id": run_id}).deleted_count
+                       for c in (METRICS, EVENTS, HISTOGRAMS)}
+            self.db[RUNS].delete_one({"_id": run_id})
+            still_used = set()
+            for other in self.db[RUNS].find({}, _FILE_FIELDS):
+                still_used.update(file_ids(other))
+            removed["files"] = fs.delete_files(self.db, set(file_ids(run)) - still_used)
+        return removed
+
+
+_FILE_FIELDS = {"experiment.sources": 1, "git.untracked": 1, "git.diff_file_id": 1,
+                "artifacts": 1}
+
+
+def file_ids(run: dict) -> Iterable[str]:
+    """Every GridFS file a run document refers to."""
+    for _, sha in (run.get("experiment") or {}).get("sources") or []:
+        yield sha
+    git = run.get("git") or {}
+    for _, sha in git.get("untracked") or []:
+        yield sha
+    if git.get("diff_file_id"):
+        yield git["diff_file_id"]
+    for artifact in run.get("artifacts") or []:
+        yield artifact["file_id"]
+
+
+_HANDLERS = {
+    "insert_run": Store._insert_run,
+    "update_run": Store._update_run,
+    "metrics": Store._metrics,
+    "documents": Store._documents,
+    "files": Store._files,
+}

@@ -108,10 +108,10 @@ def _resolve_model(param: inspect.Parameter, args: tuple, kwargs: dict,
                           f"got {type(given).__name__}") from None
     if not data:
         data = _model_defaults(model)
-    leaves = _dotted_keys(data, model)
     for key, value in [*overrides.items(), *kwargs.items()]:
-        if key not in leaves and key.split(".")[0] not in leaves:
-            raise ConfigError(f"unknown config key {key!r} (accepted: {_listing(sorted(leaves))})")
+        if not _model_has(model, key.split(".")):
+            accepted = _listing(sorted(_dotted_keys(data, model)))
+            raise ConfigError(f"unknown config key {key!r} (accepted: {accepted})")
         _set_dotted(data, key, _json_or_text(value) if isinstance(value, str) else value)
     from pydantic import ValidationError
 
@@ -145,6 +145,20 @@ def _dotted_keys(data: dict, model, prefix: str = "") -> set[str]:
         if isinstance(value, dict):
             keys |= _dotted_keys(value, None, f"{prefix}{key}.")
     return keys
+
+
+def _model_has(model, parts: list[str]) -> bool:
+    """Whether a dotted key names a field: nested models are followed, and a dict field
+    takes any key below it."""
+    field = getattr(model, "model_fields", {}).get(parts[0])
+    if field is None:
+        return False
+    if len(parts) == 1:
+        return True
+    annotation = field.annotation
+    if isinstance(annotation, type) and hasattr(annotation, "model_fields"):
+        return _model_has(annotation, parts[1:])
+    return (typing.get_origin(annotation) or annotation) is dict
 
 
 def _set_dotted(data: dict, key: str, value: Any) -> None:

@@ -25,7 +25,7 @@ RETRY_INTERVAL = 10.0
 
 
 class Flusher:
-    def __init__(self, backend: Backend, uid: str, collect: Callable[[], list[dict]],
+    def __init__(self, backend: Backend, uid: str, collect: Callable[[bool], list[dict]],
                  interval: float = FLUSH_INTERVAL, retry_interval: float = RETRY_INTERVAL):
         self.backend = backend
         self.spool = Spool(backend.spool_dir, uid)
@@ -36,7 +36,8 @@ class Flusher:
         self._interval = interval
         self._retry_interval = retry_interval
         self._pending: deque[dict] = deque()
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards _pending and the spool file
+        self._collecting = threading.Lock()  # one collect at a time, enqueued in order
         self._stop = threading.Event()
         self._abandoned = False
         self._offline_since: float | None = None
@@ -47,12 +48,12 @@ class Flusher:
         self._pending.extend(first_ops)
         self._thread.start()
 
-    def close(self, final_ops: list[dict], timeout: float) -> bool:
+    def close(self, timeout: float) -> bool:
         """Deliver everything, waiting at most `timeout` s; what is left goes to the spool.
         Returns True when every write reached the store."""
-        with self._lock:
-            self._pending.extend(final_ops)
-        self._stop.set()
+        with self._collecting:
+            self._take(self._collect(True))
+            self._stop.set()
         self._thread.join(timeout)
         with self._lock:
             if self._thread.is_alive():  # stuck on the network: the spool takes over
@@ -70,7 +71,9 @@ class Flusher:
         self._deliver()
         self.opened.set()
         while not self._stop.wait(self._interval):
-            self._take(self._collect())
+            with self._collecting:
+                if not self._stop.is_set():
+                    self._take(self._collect(False))
             self._deliver()
         self._deliver()
 

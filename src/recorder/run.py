@@ -80,11 +80,11 @@ class Run:
         kind = type(value)
         if kind is not float and kind is not int:
             value = _number(name, value)
+        last = self._next_step.get(name)
+        if last is None:  # first point of this metric
+            _check_name(name)
         if step is None:
-            step = self._next_step.get(name)
-            if step is None:
-                _check_name(name)
-                step = 0
+            step = last or 0
         elif type(step) is not int:
             step = _step(name, step)
         self._next_step[name] = step + 1
@@ -165,7 +165,7 @@ class Run:
         if _active is self:
             _active = None
         self.update(**fields)
-        return self._flusher.close(self._collect(final=True), timeout)
+        return self._flusher.close(timeout)
 
     def forget_in_child(self) -> None:
         self._in_child = True

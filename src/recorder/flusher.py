@@ -101,6 +101,7 @@ class Flusher:
                 return
             if op["op"] == "insert_run":
                 self.run_id = result
+                self.opened.set()
             with self._lock:
                 if self._pending and self._pending[0] is op:
                     self._pending.popleft()
@@ -127,6 +128,7 @@ class Flusher:
         return True
 
     def _go_offline(self, exc: Exception) -> None:
+        self.opened.set()  # no id for now: don't keep `Run.id` waiting
         if self._offline_since is None:
             self._offline_since = time.monotonic()
             self._next_retry = self._offline_since + self._retry_interval

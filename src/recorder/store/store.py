@@ -136,31 +136,32 @@ class Store:
         """Remove a run, its metrics, events and histograms, and the files no other run uses."""
         run = self.get_run(run_id)
         with self._write_lock():
+            still_used = set()
+            for other in self.db[RUNS].find({"_id": {"$ne": run_id}}):
+                still_used.update(file_ids(other))
             removed = {c: self.db[c].delete_many({"run_id": run_id}).deleted_count
                        for c in (METRICS, EVENTS, HISTOGRAMS)}
             self.db[RUNS].delete_one({"_id": run_id})
-            still_used = set()
-            for other in self.db[RUNS].find({}, _FILE_FIELDS):
-                still_used.update(file_ids(other))
             removed["files"] = fs.delete_files(self.db, set(file_ids(run)) - still_used)
         return removed
 
 
-_FILE_FIELDS = {"experiment.sources": 1, "git.untracked": 1, "git.diff_file_id": 1,
-                "artifacts": 1}
-
-
 def file_ids(run: dict) -> Iterable[str]:
-    """Every GridFS file a run document refers to."""
-    for _, sha in (run.get("experiment") or {}).get("sources") or []:
-        yield sha
-    git = run.get("git") or {}
-    for _, sha in git.get("untracked") or []:
-        yield sha
-    if git.get("diff_file_id"):
+    """Every GridFS file a run document refers to; entries of the wrong shape are skipped."""
+    experiment = run.get("experiment") if isinstance(run.get("experiment"), dict) else {}
+    git = run.get("git") if isinstance(run.get("git"), dict) else {}
+    for entry in [*_list(experiment.get("sources")), *_list(git.get("untracked"))]:
+        if isinstance(entry, (list, tuple)) and len(entry) == 2 and isinstance(entry[1], str):
+            yield entry[1]
+    if isinstance(git.get("diff_file_id"), str):
         yield git["diff_file_id"]
-    for artifact in run.get("artifacts") or []:
-        yield artifact["file_id"]
+    for artifact in _list(run.get("artifacts")):
+        if isinstance(artifact, dict) and isinstance(artifact.get("file_id"), str):
+            yield artifact["file_id"]
+
+
+def _list(value) -> list:
+    return value if isinstance(value, list) else []
 
 
 _HANDLERS = {

@@ -1,0 +1,173 @@
+"""The `recorder` command: wiring only. Each command resolves its arguments, makes one call
+into the store, and renders the answer with `render` (for people, or `--json`)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from typer.core import TyperGroup
+
+from . import render
+from .errors import RecorderError, StoreError
+from .redact import mask_url_passwords
+from .store import Store, backend_for, resolve_url
+from .where import run_filter
+
+STORE_URL = "recorder.store_url"  # key in click's context meta, for error messages
+
+
+class _Commands(TyperGroup):
+    """The one place known errors become `recorder: error: ...` and exit status 2."""
+
+    def invoke(self, ctx: typer.Context):
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:
+            message = _known_error(exc, ctx.meta.get(STORE_URL))
+            if message is None:
+                raise
+            if os.environ.get("RECORDER_DEBUG"):
+                traceback.print_exc()
+            else:
+                message += " (set RECORDER_DEBUG=1 to see the traceback)"
+            print(f"recorder: error: {message}", file=sys.stderr)
+            raise typer.Exit(2) from None
+
+
+def _known_error(exc: Exception, url: str | None) -> str | None:
+    if isinstance(exc, RecorderError):
+        return str(exc)
+    from pymongo.errors import PyMongoError
+
+    if isinstance(exc, PyMongoError):
+        url = url or mask_url_passwords(resolve_url(None))
+        reason = str(exc).split(", Timeout:")[0].splitlines()[0] if str(exc) else type(exc).__name__
+        return f"cannot reach the store {url}: {mask_url_passwords(reason)[:200]}"
+    return None
+
+
+app = typer.Typer(
+    cls=_Commands,
+    help="Look at, query and remove the runs recorded by @recorder.experiment.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,  # plain tracebacks; rich's shows locals (secrets)
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+def _remember_store(ctx: typer.Context, store: str | None) -> str | None:
+    """Keep the store's printable URL where the error handler can name it."""
+    ctx.meta[STORE_URL] = mask_url_passwords(resolve_url(store))
+    return store
+
+
+StoreOpt = Annotated[str | None, typer.Option(
+    "--store", metavar="URL|PATH", show_default=False, callback=_remember_store,
+    help="The store: mongodb://…, mongomock://…, or a directory "
+         "(default: $RECORDER_STORE, else ./.recorder).")]
+JsonOpt = Annotated[bool, typer.Option(
+    "--json", help='Print JSON (datetimes as ISO strings, NaN/±Inf as "NaN"/"Infinity").')]
+RunArg = Annotated[str, typer.Argument(metavar="RUN", help="A run id, or 'last'.")]
+
+
+def open_store(store: str | None) -> Store:
+    """The store named by --store; a read never creates an embedded store at a mistyped path."""
+    backend = backend_for(store)
+    if backend.kind == "embedded" and not Path(backend.url).is_dir():
+        where = "--store" if store is not None else (
+            "RECORDER_STORE" if os.environ.get("RECORDER_STORE") else "the default store")
+        raise StoreError(f"no store at {backend.url} ({where}): give --store or set "
+                         "RECORDER_STORE to where your runs were recorded")
+    return Store(backend.connect(), backend.write_lock, backend.url)
+
+
+def _version(value: bool) -> None:
+    if value:
+        try:
+            print(f"recorder {version('recorder')}")
+        except PackageNotFoundError:
+            print("recorder (version unknown: not installed)")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    _: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                    help="Print the version and exit.")] = False,
+) -> None:
+    pass
+
+
+@app.command("ls")
+def ls(
+    store: StoreOpt = None,
+    experiment: Annotated[str | None, typer.Option(
+        "--experiment", "-e", help="Only runs of this experiment (its name).")] = None,
+    status: Annotated[str | None, typer.Option(
+        "--status", "-s", help="Only runs with this status (any case): COMPLETED, FAILED, "
+                               "RUNNING, INTERRUPTED, DIED, QUEUED.")] = None,
+    where: Annotated[list[str] | None, typer.Option(
+        "--where", "-w", metavar="KEY<OP>VALUE",
+        help="e.g. 'config.lr<0.01'; OP is = != < <= > >=; the value is typed (int, float, "
+             "true/false, null) unless quoted ('\"1\"'). Repeatable.")] = None,
+    query: Annotated[str | None, typer.Option(
+        "--query", "-q", metavar="JSON", help="A MongoDB filter, e.g. "
+        '\'{"config.lr": {"$lt": 0.01}}\'.')] = None,
+    limit: Annotated[int, typer.Option(
+        "--limit", "-n", min=0, help="Show at most this many runs, newest first; 0: all.")] = 20,
+    as_json: JsonOpt = False,
+) -> None:
+    """List runs, newest first. All filters must hold."""
+    selected = run_filter(experiment=experiment, status=status, where=where, query=query)
+    db = open_store(store)
+    runs = db.find_runs(selected, limit=limit + 1 if limit else 0,
+                        projection=None if as_json else _LS_FIELDS)
+    more = bool(limit) and len(runs) > limit
+    runs = runs[:limit] if limit else runs
+    if as_json or runs:
+        render.emit(runs, as_json, render.runs_table)
+    else:
+        print(f"no runs {'match the filters ' if selected else ''}in {db.url}")
+    if more and not as_json:
+        print(f"(the {limit} newest shown: --limit 0 shows all)")
+
+
+_LS_FIELDS = {"experiment.name": 1, "status": 1, "start_time": 1, "stop_time": 1,
+              "config": 1, "result": 1}
+
+
+@app.command("show")
+def show(run: RunArg, store: StoreOpt = None, as_json: JsonOpt = False) -> None:
+    """Show everything recorded about one run."""
+    db = open_store(store)
+    doc = db.get_run(run)
+    if as_json:
+        return render.emit(doc, True, render.run_details)
+    run_id, diff_id = doc["_id"], render.get(doc, "git.diff_file_id")
+    shown = {"run": doc, "metrics": db.metrics(run_id),
+             "counts": {name: db.count(name, run_id) for name in ("events", "histograms")},
+             "diff_bytes": db.file_length(diff_id) if isinstance(diff_id, str) else None}
+    render.emit(shown, False, render.run_details)
+
+
+@app.command("rm")
+def rm(runs: Annotated[list[str], typer.Argument(metavar="RUN",
+                                                 help="Run ids, or 'last'.")],
+       store: StoreOpt = None) -> None:
+    """Remove runs: their metrics, events, histograms, and files no other run uses.
+
+    Every RUN is checked before anything is removed."""
+    db = open_store(store)
+    run_ids = list(dict.fromkeys(db.get_run(ref)["_id"] for ref in runs))
+    for run_id in run_ids:
+        render.emit([(run_id, db.delete_run(run_id))], False, render.removed)
+
+
+def main() -> None:
+    app(prog_name="recorder")

@@ -64,10 +64,7 @@ class Flusher:
             return self._offline_since is None and not self._abandoned and not self.spool.exists()
 
     def _run(self) -> None:
-        try:
-            self.store = Store(self.backend.connect(), self.backend.write_lock, self.backend.url)
-        except Exception as exc:  # a missing driver, a bad URL: keep everything on disk
-            self._go_offline(exc)
+        self._open()
         self._deliver()
         self.opened.set()
         while not self._stop.wait(self._interval):
@@ -76,6 +73,14 @@ class Flusher:
                     self._take(self._collect(False))
             self._deliver()
         self._deliver()
+
+    def _open(self) -> bool:
+        try:
+            self.store = Store(self.backend.connect(), self.backend.write_lock, self.backend.url)
+        except Exception as exc:  # a missing driver, DNS down for mongodb+srv: keep it on disk
+            self._go_offline(exc)
+            return False
+        return True
 
     def _take(self, ops: list[dict]) -> None:
         with self._lock:
@@ -109,9 +114,11 @@ class Flusher:
     def _reconnect(self) -> bool:
         """Deliver the spool when the retry time has come; True once it is all delivered."""
         now = time.monotonic()
-        if self.store is None or (now < self._next_retry and not self._stop.is_set()):
+        if now < self._next_retry and not self._stop.is_set():
             return False
         self._next_retry = now + self._retry_interval
+        if self.store is None and not self._open():
+            return False
         ops, _ = self.spool.read()
         try:
             for op in ops:

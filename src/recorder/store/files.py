@@ -55,8 +55,11 @@ def get_file(db, sha: str) -> bytes | None:
 
 
 def delete_files(db, shas: Iterable[str]) -> int:
+    """The `fs.files` documents go first (the reverse of `put_files`): cut short, this
+    leaves orphan chunks that a later put overwrites, never a file without its chunks."""
     shas = list(shas)
     if not shas:
         return 0
+    deleted = db["fs.files"].delete_many({"_id": {"$in": shas}}).deleted_count
     db["fs.chunks"].delete_many({"files_id": {"$in": shas}})
-    return db["fs.files"].delete_many({"_id": {"$in": shas}}).deleted_count
+    return deleted

@@ -1,0 +1,178 @@
+"""Shared fixtures: the store backends every contract test runs on (DESIGN.md 6).
+
+`store_url` is parametrized over
+- `mongomock`: `mongomock://<unique name>`, in memory;
+- `embedded`: a directory under `tmp_path` (litemongo over SQLite, under the file lock);
+- `nx27017`: `mongodb://127.0.0.1:PORT/<unique db>` on one `nx-27017` server per session
+  (a MongoDB wire-protocol server over SQLite, from the dev extra);
+- `mongodb`: a real MongoDB, only when `RECORDER_TEST_MONGO_URL` is set (`docker/compose.yml`
+  starts one); each test gets its own database, dropped afterwards.
+
+A test that a backend cannot pass says so with `@pytest.mark.xfail_on("nx27017", reason=...)`:
+it becomes a strict xfail on that backend only, so it fails loudly once the backend can.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+from recorder.store import Store, open_store
+
+REAL_MONGO_ENV = "RECORDER_TEST_MONGO_URL"
+BACKENDS = ["mongomock", "embedded", "nx27017"] + (
+    ["mongodb"] if os.environ.get(REAL_MONGO_ENV) else [])
+PYMONGO_BACKENDS = {"nx27017", "mongodb"}  # a real pymongo database behind the store
+NX_START_TIMEOUT = 10.0
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "xfail_on(*backends, reason): a strict xfail on the named store backends")
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        backend = getattr(item, "callspec", None) and item.callspec.params.get("store_url")
+        for mark in item.iter_markers("xfail_on"):
+            if backend in mark.args:
+                item.add_marker(pytest.mark.xfail(strict=True, reason=mark.kwargs["reason"]))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _nx_executable() -> str | None:
+    """On PATH, or beside this interpreter (a venv that was not activated)."""
+    beside = Path(sys.executable).parent / "nx-27017"
+    return shutil.which("nx-27017") or (str(beside) if beside.exists() else None)
+
+
+@pytest.fixture(scope="session")
+def nx_server(tmp_path_factory) -> str:
+    """One nx-27017 server for the session; yields its `mongodb://127.0.0.1:PORT` address.
+
+    `--data-dir` gives every logical database its own SQLite file: with `--db FILE` all
+    databases share one connection, and a collection written in one database shows up in
+    every other (seen with 0.8.1), which would mix the tests' stores.
+    """
+    import pymongo
+
+    exe = _nx_executable()
+    if exe is None:
+        pytest.skip("the nx-27017 executable is not installed (pip install -e '.[dev]')")
+    home = tmp_path_factory.mktemp("nx-27017")
+    (home / "data").mkdir()
+    port = free_port()
+    address = f"mongodb://127.0.0.1:{port}"
+    with open(home / "stdout.txt", "wb") as out:
+        proc = subprocess.Popen(
+            [exe, "--port", str(port), "--data-dir", str(home / "data"),
+             "--pid-file", str(home / "nx.pid"), "--log-file", str(home / "nx.log")],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        _wait_for_ping(pymongo, address, proc, home)
+        yield address
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def _wait_for_ping(pymongo, address: str, proc: subprocess.Popen, home: Path) -> None:
+    deadline = time.monotonic() + NX_START_TIMEOUT
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(f"nx-27017 exited with {proc.returncode} at start:\n{_tail(home)}")
+        client = pymongo.MongoClient(address, serverSelectionTimeoutMS=250)
+        try:
+            client.admin.command("ping")
+            return
+        except pymongo.errors.PyMongoError:
+            if time.monotonic() > deadline:
+                pytest.fail(f"nx-27017 did not answer a ping at {address} within "
+                            f"{NX_START_TIMEOUT:.0f} s:\n{_tail(home)}")
+            time.sleep(0.1)
+        finally:
+            client.close()
+
+
+def _tail(home: Path) -> str:
+    text = "".join(p.read_text(errors="replace") for p in (home / "stdout.txt", home / "nx.log")
+                   if p.exists())
+    return text[-3000:]
+
+
+def unique_name(prefix: str = "t") -> str:
+    return f"{prefix}{uuid.uuid4().hex[:16]}"
+
+
+def with_database(url: str, name: str) -> str:
+    """`url` naming database `name`, keeping its credentials and options."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
+
+
+@pytest.fixture(params=BACKENDS)
+def store_url(request, tmp_path) -> str:
+    """A fresh, empty store on each backend."""
+    backend = request.param
+    if backend == "mongomock":
+        yield f"mongomock://{unique_name()}"
+    elif backend == "embedded":
+        yield str(tmp_path / "store")
+    else:
+        import pymongo
+
+        server = (request.getfixturevalue("nx_server") if backend == "nx27017"
+                  else os.environ[REAL_MONGO_ENV])
+        name = unique_name()
+        yield with_database(server, name)
+        client = pymongo.MongoClient(server, serverSelectionTimeoutMS=5000)
+        try:
+            client.drop_database(name)
+        finally:
+            client.close()
+
+
+@pytest.fixture
+def backend(request, store_url) -> str:
+    """The name of the backend `store_url` is on: mongomock, embedded, nx27017 or mongodb."""
+    return request.node.callspec.params["store_url"]
+
+
+@pytest.fixture
+def make_store(store_url):
+    """`make_store()`: a new `Store` on this test's URL (no cached run ids), closed after."""
+    opened: list[Store] = []
+
+    def make() -> Store:
+        store = open_store(store_url)
+        opened.append(store)
+        return store
+
+    yield make
+    for store in opened:
+        close = getattr(getattr(store.db, "client", None), "close", None)
+        if close is not None:
+            close()
+
+
+@pytest.fixture
+def store(make_store) -> Store:
+    return make_store()

@@ -1,7 +1,7 @@
 import enum
 import math
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal
 
 import numpy as np
 import pydantic
@@ -12,7 +12,7 @@ from recorder.config import bson_safe, config_hash, resolve, split_argv
 
 
 def train(lr: float = 0.1, epochs: int = 3, name: str = "run", use_amp: bool = False,
-          layers: list = (64, 64), out: Path = Path("out"), dropout: Optional[float] = None,
+          layers: list = (64, 64), out: Path = Path("out"), dropout: float | None = None,
           optim: Literal["sgd", "adam"] = "sgd", seed=0):
     pass
 

@@ -20,10 +20,11 @@ import json
 import re
 import types
 import typing
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import PurePath
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from .errors import ConfigError
 
@@ -191,7 +192,7 @@ def _target_type(param: inspect.Parameter, hints: dict[str, Any]) -> Any:
 def _type_hints(func: Callable) -> dict[str, Any]:
     try:
         return typing.get_type_hints(func)
-    except Exception:  # an annotation naming something not importable: fall back to defaults
+    except Exception:  # noqa: BLE001 - an annotation naming something not importable
         return {}
 
 

@@ -14,10 +14,9 @@ import os
 import sys
 import traceback
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .errors import RecorderError
 from .run import Run, current_run, utcnow

@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 from collections import deque
-from typing import Callable
+from collections.abc import Callable
 
 from .redact import mask_url_passwords
 from .store.backends import Backend
@@ -77,7 +77,7 @@ class Flusher:
     def _open(self) -> bool:
         try:
             self.store = Store(self.backend.connect(), self.backend.write_lock, self.backend.url)
-        except Exception as exc:  # a missing driver, DNS down for mongodb+srv: keep it on disk
+        except Exception as exc:  # noqa: BLE001 - a missing driver, DNS down: keep it on disk
             self._go_offline(exc)
             return False
         return True
@@ -97,7 +97,7 @@ class Flusher:
             op = self._pending[0]
             try:
                 result = self.store.apply(op)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - whatever the database says, training goes on
                 self._go_offline(exc)
                 with self._lock:
                     if not self._abandoned:
@@ -125,7 +125,7 @@ class Flusher:
                 result = self.store.apply(op)
                 if op["op"] == "insert_run":
                     self.run_id = result
-        except Exception:
+        except Exception:  # noqa: BLE001 - still unreachable: try again later
             return False
         with self._lock:
             if not self._abandoned:

@@ -6,17 +6,18 @@ the flusher thread turns the buffer into chunk documents about every second.
 
 from __future__ import annotations
 
+import hashlib
 import operator
 import os
 import sys
 import threading
 import time
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .errors import NoActiveRun
-import hashlib
 
 CHUNK_POINTS = 1000
 HEARTBEAT_INTERVAL = 5.0
@@ -220,11 +221,12 @@ def _number(name: str, value: Any) -> float | int | bool:
         return bool(value)
     if isinstance(value, (int, float)):
         return int(value) if isinstance(value, int) else float(value)
-    if type(value).__module__.split(".")[0] in ("numpy", "torch") and hasattr(value, "item"):
-        if getattr(value, "ndim", 0) == 0 or _numel(value) == 1:
-            result = value.item()
-            if isinstance(result, (bool, int, float)):
-                return result
+    array_like = type(value).__module__.split(".")[0] in ("numpy", "torch")
+    if array_like and hasattr(value, "item") and (getattr(value, "ndim", 0) == 0
+                                                  or _numel(value) == 1):
+        result = value.item()
+        if isinstance(result, (bool, int, float)):
+            return result
     raise TypeError(f"metric {name!r}: cannot log a {type(value).__name__}; log an int, float, "
                     "bool, numpy scalar or 0-d tensor")
 
@@ -247,7 +249,7 @@ def _check_name(name: Any) -> None:
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 _MISSING = object()

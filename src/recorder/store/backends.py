@@ -15,9 +15,11 @@ import contextlib
 import fcntl
 import os
 import threading
+from collections.abc import Callable
+from contextlib import AbstractContextManager as ContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ContextManager
+from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import StoreError

@@ -10,8 +10,8 @@ deduplicates sources shared by many runs.
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime, timezone
-from typing import Iterable
+from collections.abc import Iterable
+from datetime import UTC, datetime
 
 CHUNK_BYTES = 255 * 1024
 
@@ -38,7 +38,7 @@ def put_files(db, files: dict[str, bytes]) -> int:
         db["fs.files"].replace_one(
             {"_id": sha},
             {"_id": sha, "length": len(data), "chunkSize": CHUNK_BYTES,
-             "uploadDate": datetime.now(timezone.utc), "sha256": sha},
+             "uploadDate": datetime.now(UTC), "sha256": sha},
             upsert=True,
         )
     return len(new)

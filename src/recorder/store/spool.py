@@ -9,8 +9,8 @@ Every operation is idempotent, so delivering one twice is harmless.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import bson
 
@@ -57,7 +57,7 @@ def _documents(data: bytes) -> Iterator[tuple[dict, int]]:
             return
         try:
             doc = bson.decode(data[offset:offset + size])
-        except Exception:  # a torn or corrupted record ends what can be trusted
+        except Exception:  # noqa: BLE001 - a torn or corrupted record ends what can be trusted
             return
         offset += size
         yield doc, offset

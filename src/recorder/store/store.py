@@ -8,7 +8,9 @@ duplicates a run, a metric point or a file.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, ContextManager, Iterable
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager as ContextManager
+from typing import Any
 
 from ..errors import RunNotFound
 from . import files as fs

@@ -298,3 +298,18 @@ def test_a_nested_decorated_call_records_one_run(store):
 
     assert outer() == 5
     assert len(open_store(store).find_runs()) == 1
+
+
+def test_emitted_documents_are_written_and_replaced_by_id(store):
+    @recorder.experiment(store=store)
+    def train():
+        run = recorder.current_run()
+        first = run.emit("events", {"kind": "nonfinite", "step": 3, "count": 1})
+        run.emit("events", {"kind": "vanishing", "step": 4})
+        time.sleep(1.5)  # a flush in between: the summary below must replace, not duplicate
+        run.emit("events", {"_id": first, "kind": "nonfinite", "step": 3, "count": 5})
+
+    train()
+    run = last_run(store)
+    events = list(recorder.connect(store).events.find({"run_id": run["_id"]}).sort("step", 1))
+    assert [(e["kind"], e.get("count")) for e in events] == [("nonfinite", 5), ("vanishing", None)]

@@ -47,6 +47,8 @@ class Run:
         self._chunks = MetricChunks(uid)
         self._artifacts: list[dict] = []
         self._files: dict[str, bytes] = {}
+        self._documents: dict[str, dict[str, dict]] = {}
+        self._emitted = 0
         self._sent: dict[str, Any] = {}
         self._updates: dict[str, Any] = {}
         self._output = output
@@ -116,9 +118,15 @@ class Run:
         with self._lock:
             self._updates.update(fields)
 
-    def add_files(self, files: dict[str, bytes]) -> None:
+    def emit(self, collection: str, doc: dict) -> str:
+        """A document for `events` or `histograms`, written with the next flush. Emitting
+        again with the returned `_id` replaces it (a summary that grows); returns the `_id`."""
         with self._lock:
-            self._files.update(files)
+            if "_id" not in doc:
+                self._emitted += 1
+                doc = {**doc, "_id": f"{self.uid}:{collection}:{self._emitted}"}
+            self._documents.setdefault(collection, {})[doc["_id"]] = doc
+        return doc["_id"]
 
     # -- for the flusher thread -------------------------------------------------------
 
@@ -128,8 +136,12 @@ class Run:
         with self._lock:
             files, self._files = self._files, {}
             updates, self._updates = self._updates, {}
+            documents, self._documents = self._documents, {}
         if files:
             ops.append({"op": "files", "files": files})
+        for collection, docs in documents.items():
+            ops.append({"op": "documents", "collection": collection, "uid": self.uid,
+                        "docs": list(docs.values())})
         n = len(self._points)
         if n:
             points = self._points[:n]

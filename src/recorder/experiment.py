@@ -12,7 +12,6 @@ import enum
 import functools
 import os
 import sys
-import traceback
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -77,6 +76,7 @@ def _record(func: Callable, name: str, store, args: tuple, kwargs: dict) -> Any:
     else:
         resolved = cfg.resolve(func, args, kwargs, overrides)
     backend = backend_for(store)
+    backend.preload()
     redactor = Redactor()
     stored_config = redactor.config(resolved.config)
     uid = uuid.uuid4().hex
@@ -103,10 +103,10 @@ def _record(func: Callable, name: str, store, args: tuple, kwargs: dict) -> Any:
         raise
     except SystemExit as exc:
         status = Status.COMPLETED if exc.code in (None, 0) else Status.FAILED
-        trace = None if status is Status.COMPLETED else traceback.format_exc()
+        trace = None if status is Status.COMPLETED else _traceback()
         raise
     except BaseException:
-        trace = traceback.format_exc()
+        trace = _traceback()
         raise
     finally:
         output.stop()
@@ -206,6 +206,12 @@ def _finish(run: Run, backend: Backend, redactor: Redactor, status: Status, resu
     if not run.finish(fields, timeout):
         print(f"recorder: warning: run {run.uid} was not fully written to {backend.url}; "
               f"its remaining writes are in {run.spool_path}", file=sys.__stderr__)
+
+
+def _traceback() -> str:
+    import traceback  # imported on failure only: it costs 10 ms at start
+
+    return traceback.format_exc()
 
 
 def _storable_result(result: Any, redactor: Redactor) -> Any:

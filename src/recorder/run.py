@@ -1,6 +1,6 @@
 """Run: what the user's code talks to while it trains.
 
-`log` only appends to an in-memory list and returns (well under a microsecond);
+`log` only appends to an in-memory list and returns (about half a microsecond);
 the flusher thread turns the buffer into chunk documents about every second.
 """
 
@@ -265,6 +265,7 @@ def utcnow() -> datetime:
 
 
 _MISSING = object()
+_now = time.time
 
 
 def log(name: str | dict, value: Any = None, step: int | None = None) -> None:
@@ -272,6 +273,17 @@ def log(name: str | dict, value: Any = None, step: int | None = None) -> None:
     run = _active
     if run is None:
         active_run("log")
+    kind = type(value)
+    if (kind is float or kind is int) and (step is None or type(step) is int) \
+            and not run._in_child:
+        # the common case inlined (a known metric, a plain number): one call saved per point
+        last = run._next_step.get(name)
+        if last is not None:
+            if step is None:
+                step = last
+            run._next_step[name] = step + 1
+            run._points.append((name, step, value, _now()))
+            return
     run.log(name, value, step)
 
 

@@ -7,8 +7,6 @@ run (an import hook): the recorder never imports torch just to seed it.
 
 from __future__ import annotations
 
-import importlib.abc
-import importlib.machinery
 import os
 import random
 import sys
@@ -64,7 +62,7 @@ class Seeder:
         self.seeded.append(name)
 
 
-class _SeedOnImport(importlib.abc.MetaPathFinder):
+class _SeedOnImport:
     """Finds nothing itself: wraps the real loader of numpy/torch to seed after import."""
 
     def __init__(self, names: list[str], on_import):
@@ -87,7 +85,7 @@ class _SeedOnImport(importlib.abc.MetaPathFinder):
         return None
 
 
-class _SeedingLoader(importlib.abc.Loader):
+class _SeedingLoader:
     def __init__(self, loader, after):
         self.loader = loader
         self.after = after

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import importlib
 import os
 import threading
 from collections.abc import Callable
@@ -40,6 +41,19 @@ class Backend:
     spool_dir: Path
     connect: Callable[[], Any]  # -> pymongo-style database; may be slow (imports, network)
     write_lock: Callable[[], ContextManager] = field(default=contextlib.nullcontext)
+    driver: str = "pymongo"  # the module `connect` imports
+
+    def preload(self) -> None:
+        """Start importing the driver in the background (it takes ~200 ms), so that the
+        flusher finds it ready instead of competing with the training loop for the GIL."""
+        threading.Thread(target=_import_quietly, args=(self.driver,), daemon=True).start()
+
+
+def _import_quietly(module: str) -> None:
+    try:
+        importlib.import_module(module)
+    except ImportError:  # the flusher reports it when it connects
+        pass
 
 
 def resolve_url(store: str | os.PathLike | None) -> str:
@@ -60,7 +74,7 @@ def backend_for(store: str | os.PathLike | None) -> Backend:
         )
     if scheme == "mongomock":
         return Backend(url=url, kind="mongomock", spool_dir=user_spool_dir(),
-                       connect=lambda: _mongomock(url))
+                       connect=lambda: _mongomock(url), driver="mongomock")
     if scheme == "file":
         url = urlsplit(url).path
     elif scheme:
@@ -73,7 +87,7 @@ def backend_for(store: str | os.PathLike | None) -> Backend:
         raise StoreError(f"store path {str(path)!r} exists and is not a directory")
     lock = FileLock(path / "lock")
     return Backend(url=str(path), kind="embedded", spool_dir=path / "spool",
-                   connect=lambda: _embedded(path), write_lock=lock.hold)
+                   connect=lambda: _embedded(path), write_lock=lock.hold, driver="litemongo")
 
 
 def user_spool_dir() -> Path:

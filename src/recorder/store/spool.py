@@ -12,8 +12,6 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-import bson
-
 
 class Spool:
     def __init__(self, directory: Path, uid: str):
@@ -22,6 +20,8 @@ class Spool:
     def append(self, ops: list[dict]) -> None:
         if not ops:
             return
+        import bson  # only a run that lost its database pays for it
+
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "ab") as f:
             f.write(b"".join(bson.encode(op) for op in ops))
@@ -50,6 +50,8 @@ def read_ops(data: bytes) -> tuple[list[dict], int]:
 
 
 def _documents(data: bytes) -> Iterator[tuple[dict, int]]:
+    import bson
+
     offset = 0
     while offset + 4 <= len(data):
         size = int.from_bytes(data[offset:offset + 4], "little", signed=True)

@@ -16,6 +16,7 @@ from ..errors import RunNotFound
 from . import files as fs
 
 RUNS, METRICS, EVENTS, HISTOGRAMS, COUNTERS = "runs", "metrics", "events", "histograms", "counters"
+UIDS = "run_uids"  # uid -> run id by primary key: the embedded engine scans for any other field
 DUPLICATE_KEY = 11000
 
 
@@ -35,12 +36,16 @@ class Store:
             return _HANDLERS[op["op"]](self, op)
 
     def _insert_run(self, op: dict) -> int:
+        """The uid is claimed with its id before the run is inserted, so a retry after a
+        failure at any point finds the same id and inserts the run at most once."""
         doc = op["doc"]
-        existing = self.db[RUNS].find_one({"uid": doc["uid"]}, {"_id": 1})
-        if existing is not None:
-            run_id = existing["_id"]
-        else:
+        claim = self.db[UIDS].find_one({"_id": doc["uid"]})
+        if claim is None:
             run_id = self._next_run_id()
+            self.db[UIDS].insert_one({"_id": doc["uid"], "run_id": run_id})
+        else:
+            run_id = claim["run_id"]
+        if self.db[RUNS].find_one({"_id": run_id}, {"_id": 1}) is None:
             self.db[RUNS].insert_one({"_id": run_id, **doc})
         self._run_ids[doc["uid"]] = run_id
         return run_id
@@ -57,7 +62,7 @@ class Store:
         return doc["seq"]
 
     def _update_run(self, op: dict) -> None:
-        self.db[RUNS].update_one({"uid": op["uid"]}, {"$set": op["set"]})
+        self.db[RUNS].update_one({"_id": self.run_id_for(op["uid"])}, {"$set": op["set"]})
 
     def _metrics(self, op: dict) -> None:
         """`insert` chunks are written once and never change: a retried insert finds them
@@ -86,10 +91,10 @@ class Store:
 
     def run_id_for(self, uid: str) -> int | None:
         if uid not in self._run_ids:
-            doc = self.db[RUNS].find_one({"uid": uid}, {"_id": 1})
-            if doc is None:
+            claim = self.db[UIDS].find_one({"_id": uid})
+            if claim is None:
                 return None
-            self._run_ids[uid] = doc["_id"]
+            self._run_ids[uid] = claim["run_id"]
         return self._run_ids[uid]
 
     def find_runs(self, filter: dict | None = None, *, limit: int = 0,
@@ -144,6 +149,7 @@ class Store:
             removed = {c: self.db[c].delete_many({"run_id": run_id}).deleted_count
                        for c in (METRICS, EVENTS, HISTOGRAMS)}
             self.db[RUNS].delete_one({"_id": run_id})
+            self.db[UIDS].delete_many({"run_id": run_id})
             removed["files"] = fs.delete_files(self.db, set(file_ids(run)) - still_used)
         return removed
 

@@ -313,3 +313,37 @@ def test_emitted_documents_are_written_and_replaced_by_id(store):
     run = last_run(store)
     events = list(recorder.connect(store).events.find({"run_id": run["_id"]}).sort("step", 1))
     assert [(e["kind"], e.get("count")) for e in events] == [("nonfinite", 5), ("vanishing", None)]
+
+
+def test_find_runs_and_connect_query_by_config(store):
+    @recorder.experiment(store=store)
+    def train(lr: float = 0.1, optim: str = "sgd", fail: bool = False):
+        if fail:
+            raise RuntimeError("boom")
+
+    for lr, optim in [(0.001, "adam"), (0.1, "sgd"), (0.005, "sgd")]:
+        train(lr=lr, optim=optim)
+    with pytest.raises(RuntimeError):
+        train(lr=0.0001, fail=True)
+    found = recorder.find_runs({"config.lr": {"$lt": 0.01}, "status": "COMPLETED"}, store=store)
+    assert [r["config"]["lr"] for r in found] == [0.005, 0.001]  # newest first
+    assert recorder.connect(store).runs.count_documents({"config.optim": "sgd"}) == 3
+
+
+def test_secrets_are_removed_from_the_failure_trace_and_output(store, monkeypatch):
+    # built at run time: this file's own uncommitted diff is recorded too, as it should be
+    aws, password, token = "wJalrXUtnFEMI" + "/K7MDENGbPxRfiCY", "hunter" + "2pw", "tok-" + "123456"
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", aws)
+
+    @recorder.experiment(store=store)
+    def train(db_url: str = f"postgres://admin:{password}@db:5432/x", api_token: str = token):
+        print("connecting to", db_url, "with", api_token)
+        raise ConnectionError(f"refused: {os.environ['AWS_SECRET_ACCESS_KEY']} at {db_url}")
+
+    with pytest.raises(ConnectionError):
+        train()
+    run = last_run(store)
+    recorded = repr(run)
+    for secret in (aws, password, token):
+        assert secret not in recorded
+    assert "admin:***@db" in "".join(run["fail_trace"]) and "<redacted>" in run["captured_out"]

@@ -60,38 +60,69 @@ def _nx_executable() -> str | None:
     return shutil.which("nx-27017") or (str(beside) if beside.exists() else None)
 
 
-@pytest.fixture(scope="session")
-def nx_server(tmp_path_factory) -> str:
-    """One nx-27017 server for the session; yields its `mongodb://127.0.0.1:PORT` address.
+class NxServer:
+    """One nx-27017 process on a fixed port and data folder, which can be killed (SIGKILL)
+    and started again on the same port with the same data: a database outage, for real.
 
     `--data-dir` gives every logical database its own SQLite file: with `--db FILE` all
     databases share one connection, and a collection written in one database shows up in
     every other (seen with 0.8.1), which would mix the tests' stores.
     """
-    import pymongo
 
-    exe = _nx_executable()
-    if exe is None:
-        pytest.skip("the nx-27017 executable is not installed (pip install -e '.[dev]')")
-    home = tmp_path_factory.mktemp("nx-27017")
-    (home / "data").mkdir()
-    port = free_port()
-    address = f"mongodb://127.0.0.1:{port}"
-    with open(home / "stdout.txt", "wb") as out:
-        proc = subprocess.Popen(
-            [exe, "--port", str(port), "--data-dir", str(home / "data"),
-             "--pid-file", str(home / "nx.pid"), "--log-file", str(home / "nx.log")],
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    def __init__(self, home: Path):
+        self.exe = _nx_executable()
+        if self.exe is None:
+            pytest.skip("the nx-27017 executable is not installed (pip install -e '.[dev]')")
+        self.home = home
+        (home / "data").mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.address = f"mongodb://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> NxServer:
+        import pymongo
+
+        with open(self.home / "stdout.txt", "ab") as out:
+            self.proc = subprocess.Popen(
+                [self.exe, "--port", str(self.port), "--data-dir", str(self.home / "data"),
+                 "--pid-file", str(self.home / "nx.pid"), "--log-file", str(self.home / "nx.log")],
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        _wait_for_ping(pymongo, self.address, self.proc, self.home)
+        return self
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture(scope="session")
+def nx_server(tmp_path_factory) -> str:
+    """One nx-27017 server for the session; yields its `mongodb://127.0.0.1:PORT` address."""
+    server = NxServer(tmp_path_factory.mktemp("nx-27017"))
+    server.start()
     try:
-        _wait_for_ping(pymongo, address, proc, home)
-        yield address
+        yield server.address
     finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        server.stop()
+
+
+@pytest.fixture
+def nx_outage(tmp_path):
+    """A server of the test's own, to kill and restart."""
+    server = NxServer(tmp_path / "nx")
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def _wait_for_ping(pymongo, address: str, proc: subprocess.Popen, home: Path) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import sys
 import traceback
+from dataclasses import asdict
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Annotated
@@ -167,6 +168,15 @@ def rm(runs: Annotated[list[str], typer.Argument(metavar="RUN",
     run_ids = list(dict.fromkeys(db.get_run(ref)["_id"] for ref in runs))
     for run_id in run_ids:
         render.emit([(run_id, db.delete_run(run_id))], False, render.removed)
+
+
+@app.command("sync")
+def sync(store: StoreOpt = None, as_json: JsonOpt = False) -> None:
+    """Deliver the writes that runs kept on disk while the store was unreachable."""
+    from .sync import sync as deliver_spools
+
+    deliveries = [asdict(d) for d in deliver_spools(store)]
+    render.emit(deliveries, as_json, render.deliveries)
 
 
 def main() -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import RecorderError
-from .run import Run, current_run, utcnow
+from .run import Run, current_run, heartbeat_interval, utcnow
 
 if TYPE_CHECKING:
     from .capture.seeding import Seeder
@@ -87,7 +87,8 @@ def _record(func: Callable, name: str, store, args: tuple, kwargs: dict) -> Any:
     doc, files = _snapshot(func, name, backend, redactor, argv)
     doc.update(uid=uid, config=stored_config, config_hash=cfg.config_hash(stored_config),
                seed=seed, seeded=list(seeder.seeded),
-               meta={"overrides": redactor.config(overrides), "backend": backend.kind})
+               meta={"overrides": redactor.config(overrides), "backend": backend.kind,
+                     "heartbeat_interval": heartbeat_interval()})
     output = OutputTail()
     run = Run(uid, stored_config, lambda collect: Flusher(backend, uid, collect),
               output=output, redact=redactor.text)

@@ -9,6 +9,7 @@ training never waits on, or dies because of, the database.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 import time
@@ -17,11 +18,11 @@ from collections.abc import Callable
 
 from .redact import mask_url_passwords
 from .store.backends import Backend
-from .store.spool import Spool
+from .store.spool import Spool, deliver
 from .store.store import Store
 
 FLUSH_INTERVAL = 1.0
-RETRY_INTERVAL = 10.0
+RETRY_INTERVAL = 5.0
 
 
 class Flusher:
@@ -56,23 +57,32 @@ class Flusher:
             self._stop.set()
         self._thread.join(timeout)
         with self._lock:
-            if self._thread.is_alive():  # stuck on the network: the spool takes over
+            if self._thread.is_alive():  # stuck on the network: a spool of its own takes over
                 self._abandoned = True
-                self.spool.append(list(self._pending))
+                at_exit = Spool(self.backend.spool_dir, self.spool.uid, "exit")
+                at_exit.append(list(self._pending))
                 self._pending.clear()
-                self._warn(f"could not finish writing to {self.backend.url} within {timeout:.0f} s")
+                self._warn(f"could not finish writing to {self.backend.url} within {timeout:.0f} s: "
+                           f"the rest is kept in {at_exit.path}; `recorder sync` delivers it")
             return self._offline_since is None and not self._abandoned and not self.spool.exists()
 
     def _run(self) -> None:
         self._open()
         self._deliver()
         self.opened.set()
+        self._mark_dead_runs()
         while not self._stop.wait(self._interval):
             with self._collecting:
                 if not self._stop.is_set():
                     self._take(self._collect(False))
             self._deliver()
         self._deliver()
+
+    def _mark_dead_runs(self) -> None:
+        """A run start writes DIED on the store's stale RUNNING runs (see Store.mark_dead)."""
+        if self.store is not None and self._offline_since is None:
+            with contextlib.suppress(Exception):  # housekeeping: never the run's problem
+                self.store.mark_dead()
 
     def _open(self) -> bool:
         try:
@@ -119,17 +129,11 @@ class Flusher:
         self._next_retry = now + self._retry_interval
         if self.store is None and not self._open():
             return False
-        ops, _ = self.spool.read()
         try:
-            for op in ops:
-                result = self.store.apply(op)
-                if op["op"] == "insert_run":
-                    self.run_id = result
+            delivery = deliver(self.spool, self.store)
         except Exception:  # noqa: BLE001 - still unreachable: try again later
             return False
-        with self._lock:
-            if not self._abandoned:
-                self.spool.remove()
+        self.run_id = delivery.run_id
         self._offline_since = None
         self._warn(f"{self.backend.url} is reachable again: the spooled writes were delivered")
         return True

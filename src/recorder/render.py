@@ -398,3 +398,15 @@ def removed(out: Console, report: list[tuple[int, dict[str, int]]]) -> None:
         out.print(Text(f"removed run {run_id}: {counts.get('metrics', 0)} metric chunks, "
                        f"{counts.get('events', 0)} events, {counts.get('histograms', 0)} "
                        f"histograms, {counts.get('files', 0)} files"))
+
+
+def deliveries(out: Console, report: list[dict]) -> None:
+    if not report:
+        out.print(Text("nothing to sync: no writes are waiting"))
+    for d in report:
+        run = f"run {d['run_id']}" if d["run_id"] is not None else f"run {d['uid']}"
+        line = f"{run}: {d['ops']} writes delivered"
+        if d["unreadable"]:
+            line += (f"; the last {d['unreadable']} bytes could not be read (a torn write): "
+                     f"the file is kept as {d['kept']}")
+        out.print(Text(line))

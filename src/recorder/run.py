@@ -20,7 +20,17 @@ from typing import Any
 from .errors import NoActiveRun
 
 CHUNK_POINTS = 1000
-HEARTBEAT_INTERVAL = 5.0
+
+
+def heartbeat_interval() -> float:
+    """Seconds between heartbeats: $RECORDER_HEARTBEAT, else 5. A run silent for six of
+    its own intervals is marked DIED."""
+    try:
+        value = float(os.environ.get("RECORDER_HEARTBEAT", "5"))
+    except ValueError:
+        return 5.0
+    return value if value > 0 else 5.0
+
 _active: Run | None = None
 
 
@@ -55,6 +65,7 @@ class Run:
         self._redact = redact
         self._output_version = -1
         self._last_beat = 0.0
+        self.heartbeat_interval = heartbeat_interval()
         self._lock = threading.Lock()
         self._in_child = False
         self._warned_child = False
@@ -148,7 +159,7 @@ class Run:
             del self._points[:n]  # appends made meanwhile stay: both are atomic under the GIL
             ops.append({"op": "metrics", "uid": self.uid, **self._chunks.add(points)})
         now = time.monotonic()
-        if final or now - self._last_beat >= HEARTBEAT_INTERVAL:
+        if final or now - self._last_beat >= self.heartbeat_interval:
             self._last_beat = now
             updates["heartbeat"] = utcnow()
             if self._output is not None and self._output.version != self._output_version:

@@ -27,7 +27,9 @@ def test_mongodb_urls_go_to_pymongo_without_connecting(url, tmp_path):
     assert backend.kind == "mongodb"
     assert "s3cretpw" not in backend.url
     assert backend.url.split("://")[0] == url.split("://")[0]
-    assert backend.spool_dir == tmp_path / "cache" / "recorder" / "spool"
+    assert backend.spool_dir.parent == tmp_path / "cache" / "recorder" / "spool"
+    assert backend_for(url).spool_dir == backend.spool_dir  # one folder per store ...
+    assert backend_for("mongodb://elsewhere/x").spool_dir != backend.spool_dir  # ... and per store
 
 
 def test_a_mongodb_url_password_is_masked():

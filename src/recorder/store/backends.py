@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import importlib
 import os
 import threading
@@ -69,11 +70,11 @@ def backend_for(store: str | os.PathLike | None) -> Backend:
         return Backend(
             url=mask_url_passwords(url),
             kind="mongodb",
-            spool_dir=user_spool_dir(),
+            spool_dir=user_spool_dir(mask_url_passwords(url)),
             connect=lambda: _mongodb(url),
         )
     if scheme == "mongomock":
-        return Backend(url=url, kind="mongomock", spool_dir=user_spool_dir(),
+        return Backend(url=url, kind="mongomock", spool_dir=user_spool_dir(url),
                        connect=lambda: _mongomock(url), driver="mongomock")
     if scheme == "file":
         url = urlsplit(url).path
@@ -90,10 +91,13 @@ def backend_for(store: str | os.PathLike | None) -> Backend:
                    connect=lambda: _embedded(path), write_lock=lock.hold, driver="litemongo")
 
 
-def user_spool_dir() -> Path:
-    """Where writes for a server store wait while it is unreachable (documented in README)."""
+def user_spool_dir(url: str) -> Path:
+    """Where writes for a server store wait while it is unreachable (documented in README):
+    one folder per store, named by a hash of its URL (password masked), so `recorder sync`
+    delivers each spool to the store it was meant for."""
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "recorder" / "spool"
+    digest = hashlib.sha256(url.encode()).hexdigest()[:16]
+    return Path(base) / "recorder" / "spool" / digest
 
 
 def _mongodb(url: str):

@@ -10,20 +10,30 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+
+from .backends import FileLock
 
 
 class Spool:
-    def __init__(self, directory: Path, uid: str):
-        self.path = Path(directory) / f"{uid}.bson"
+    """One run's spool file (`part` names a second file written at exit when the flusher
+    is stuck). An append, and a delivery with the removal that follows it, hold the file's
+    lock: a `recorder sync` in another process never deletes what a run is appending."""
+
+    def __init__(self, directory: Path, uid: str, part: str = ""):
+        self.uid = uid
+        self.part = part
+        name = f"{uid}.{part}" if part else uid
+        self.path = Path(directory) / f"{name}.bson"
+        self.lock = FileLock(Path(directory) / f"{name}.lock")
 
     def append(self, ops: list[dict]) -> None:
         if not ops:
             return
         import bson  # only a run that lost its database pays for it
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "ab") as f:
+        with self.lock.hold(), open(self.path, "ab") as f:
             f.write(b"".join(bson.encode(op) for op in ops))
             f.flush()
             os.fsync(f.fileno())
@@ -39,6 +49,40 @@ class Spool:
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
+
+
+def spools(directory: Path) -> list[Spool]:
+    """The spools waiting in a folder, each run's main file before its exit file."""
+    found = []
+    for path in Path(directory).glob("*.bson"):
+        uid, _, part = path.stem.partition(".")
+        found.append(Spool(directory, uid, part))
+    return sorted(found, key=lambda spool: (spool.uid, spool.part))
+
+
+@dataclass
+class Delivery:
+    uid: str
+    run_id: int | None
+    ops: int
+    unreadable: int  # trailing bytes that could not be read: the file is kept as `.corrupt`
+    kept: Path | None
+
+
+def deliver(spool: Spool, store) -> Delivery:
+    """Apply a spool's operations in order, then remove it. If the store fails midway the
+    exception propagates and the spool stays whole: delivering it again is harmless."""
+    with spool.lock.hold():
+        ops, unreadable = spool.read()
+        for op in ops:
+            store.apply(op)
+        kept = None
+        if unreadable:
+            kept = spool.path.with_suffix(".corrupt")
+            spool.path.rename(kept)
+        else:
+            spool.remove()
+    return Delivery(spool.uid, store.run_id_for(spool.uid), len(ops), unreadable, kept)
 
 
 def read_ops(data: bytes) -> tuple[list[dict], int]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager as ContextManager
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ..errors import RunNotFound
@@ -18,6 +19,8 @@ from . import files as fs
 RUNS, METRICS, EVENTS, HISTOGRAMS, COUNTERS = "runs", "metrics", "events", "histograms", "counters"
 UIDS = "run_uids"  # uid -> run id by primary key: the embedded engine scans for any other field
 DUPLICATE_KEY = 11000
+DEFAULT_HEARTBEAT = 5.0  # seconds; a run records its own in meta.heartbeat_interval
+STALE_BEATS = 6  # a RUNNING run silent for this many heartbeats has DIED
 
 
 class Store:
@@ -27,6 +30,7 @@ class Store:
         self.url = url
         self._write_lock = write_lock
         self._run_ids: dict[str, int] = {}
+        self._marked_dead = False
 
     # -- writes ------------------------------------------------------------------------
 
@@ -97,8 +101,28 @@ class Store:
             self._run_ids[uid] = claim["run_id"]
         return self._run_ids[uid]
 
+    def mark_dead(self, now: datetime | None = None) -> list[int]:
+        """RUNNING runs whose heartbeat is older than STALE_BEATS beats become DIED (the
+        process was killed, or its machine lost): written by the next read that sees them."""
+        now = now or datetime.now(UTC).replace(tzinfo=None)
+        dead = []
+        for run in self.db[RUNS].find({"status": "RUNNING"}, {"heartbeat": 1, "meta": 1}):
+            beat = _as_datetime(run.get("heartbeat"))
+            meta = run.get("meta") if isinstance(run.get("meta"), dict) else {}
+            interval = meta.get("heartbeat_interval") or DEFAULT_HEARTBEAT
+            if beat is None or now - beat <= timedelta(seconds=STALE_BEATS * interval):
+                continue
+            with self._write_lock():  # unless it beat in the meantime
+                result = self.db[RUNS].update_one(
+                    {"_id": run["_id"], "status": "RUNNING", "heartbeat": run["heartbeat"]},
+                    {"$set": {"status": "DIED", "stop_time": beat}})
+            if result.modified_count:
+                dead.append(run["_id"])
+        return dead
+
     def find_runs(self, filter: dict | None = None, *, limit: int = 0,
                   projection: dict | None = None) -> list[dict]:
+        self._mark_dead_once()
         cursor = self.db[RUNS].find(filter or {}, projection).sort("_id", -1)
         if limit:
             cursor = cursor.limit(limit)
@@ -106,6 +130,7 @@ class Store:
 
     def get_run(self, ref: int | str) -> dict:
         """A run by integer id, or `last` for the newest."""
+        self._mark_dead_once()
         if str(ref).strip().lower() == "last":
             runs = self.find_runs(limit=1)
             if not runs:
@@ -119,6 +144,11 @@ class Store:
         if doc is None:
             raise RunNotFound(f"no run {run_id} in {self.url or 'this store'}")
         return doc
+
+    def _mark_dead_once(self) -> None:
+        if not self._marked_dead:
+            self._marked_dead = True
+            self.mark_dead()
 
     def metrics(self, run_id: int) -> dict[str, dict[str, list]]:
         """Every metric of a run, its chunks joined in order: {name: {steps, values, timestamps}}."""
@@ -166,6 +196,19 @@ def file_ids(run: dict) -> Iterable[str]:
     for artifact in _list(run.get("artifacts")):
         if isinstance(artifact, dict) and isinstance(artifact.get("file_id"), str):
             yield artifact["file_id"]
+
+
+def _as_datetime(value) -> datetime | None:
+    """Heartbeats are datetimes; some wire servers hand back `$set` datetimes as text."""
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=None) if value.tzinfo is None else \
+            value.astimezone(UTC).replace(tzinfo=None)
+    if isinstance(value, str):
+        try:
+            return _as_datetime(datetime.fromisoformat(value))
+        except ValueError:
+            return None
+    return None
 
 
 def _list(value) -> list:

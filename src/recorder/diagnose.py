@@ -1,0 +1,216 @@
+"""Diagnoses: what went wrong in a run, each one line with its evidence.
+
+The definitions, as a user can check them (n = number of points of the curve):
+
+- Smoothing: a centred rolling median of window w = max(5, n // 10) (odd), then a
+  centred rolling mean of the same window. The median takes single spikes out; the
+  mean takes out the rest of the noise.
+- Overfitting: let m be the point where the smoothed validation loss is lowest. It is
+  overfitting when m lies before the last w points, the smoothed validation loss at the
+  end is above its minimum by more than max(3 x the noise, 2% of the minimum) — the noise
+  being the median absolute deviation of the raw curve from the smoothed one — and the
+  smoothed training loss fell after m by more than 1% of its value at m. The onset is the
+  step of m: the step after which validation loss rises while training loss falls. A
+  single bump that comes back down moves the minimum past it: no alarm.
+- Plateau: a stall of the training loss while much improvement is still to come. Let D
+  be the smoothed curve's total improvement (first value minus the lowest). Over a window
+  of W = max(5, n // 20) points, the curve is stalled where it improves by less than 1% of
+  D, while it is still more than 25% of D above its lowest value. A plateau is the first
+  run of at least W consecutive stalled windows, reported from the first window's start
+  to the last window's end. A curve that never improves is a plateau from start to end.
+- Vanishing and exploding gradients: the hooks' definition (recorder.hooks.gradients): a
+  module's mean |grad_output| more than 10x below (or above) that of the last module in
+  forward order, from its events.
+- The first NaN: the origin event recorded by `recorder.watch`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+OVERFIT_MIN_RISE = 0.02
+OVERFIT_NOISE_FACTOR = 3.0
+OVERFIT_TRAIN_FALL = 0.01
+PLATEAU_IMPROVEMENT = 0.01
+PLATEAU_REMAINING = 0.25
+
+_TRAIN = re.compile(r"^(?P<pre>.*?)(?P<tag>train(?:ing)?)(?P<sep>[/_.\-\s]?)(?P<post>.*)$", re.IGNORECASE)
+_VAL_TAGS = ("val", "valid", "validation", "eval", "test", "dev")
+
+
+@dataclass
+class Finding:
+    kind: str  # overfitting | plateau | vanishing | exploding | nonfinite
+    message: str  # one line, with its evidence
+    step: int | None = None
+    metric: str | None = None
+    end_step: int | None = None
+    module: str | None = None
+
+    def as_doc(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+def smooth(values: Sequence[float]) -> list[float]:
+    """Rolling median, then rolling mean, both centred, window max(5, n // 10) made odd."""
+    w = window(len(values))
+    return _rolling(_rolling(values, w, statistics.median), w, statistics.fmean)
+
+
+def window(n: int) -> int:
+    w = max(5, n // 10)
+    return w if w % 2 else w + 1
+
+
+def _rolling(values: Sequence[float], w: int, reduce) -> list[float]:
+    half = w // 2
+    return [reduce(values[max(0, i - half):i + half + 1]) for i in range(len(values))]
+
+
+def loss_pairs(names: Sequence[str]) -> list[tuple[str, str]]:
+    """(train, validation) metric pairs: train_loss/val_loss, train/loss/val/loss,
+    loss/val_loss, training_acc/validation_acc, ..."""
+    names = [n for n in names if not n.startswith("grad/")]
+    present, pairs = set(names), []
+    for name in names:
+        match = _TRAIN.match(name)
+        candidates = []
+        if match:
+            pre, sep, post = match["pre"], match["sep"], match["post"]
+            candidates = [f"{pre}{tag}{sep}{post}" for tag in _VAL_TAGS]
+        elif not any(name.lower().startswith(t) for t in _VAL_TAGS):
+            candidates = [f"{tag}{sep}{name}" for tag in _VAL_TAGS for sep in ("_", "/", "-")]
+        found = next((c for c in candidates if c in present and c != name), None)
+        if found:
+            pairs.append((name, found))
+    return pairs
+
+
+def overfitting(train: Sequence[float], val: Sequence[float], steps: Sequence[int],
+                val_name: str = "val_loss") -> Finding | None:
+    """The step after which smoothed validation loss rises while training loss falls."""
+    points = _aligned(train, val, steps)
+    if len(points) < 10:
+        return None
+    steps_, train_, val_ = zip(*points, strict=True)
+    s_val, s_train = smooth(val_), smooth(train_)
+    w = window(len(s_val))
+    m = min(range(len(s_val)), key=s_val.__getitem__)
+    if m >= len(s_val) - w:
+        return None
+    noise = statistics.median(abs(v - s) for v, s in zip(val_, s_val, strict=True))
+    rise = s_val[-1] - s_val[m]
+    fall = s_train[m] - s_train[-1]
+    if rise <= max(OVERFIT_NOISE_FACTOR * noise, OVERFIT_MIN_RISE * abs(s_val[m])):
+        return None
+    if fall <= OVERFIT_TRAIN_FALL * abs(s_train[m]):
+        return None
+    return Finding("overfitting", f"overfitting from step {steps_[m]}: smoothed {val_name} rose "
+                   f"{s_val[m]:.4g} -> {s_val[-1]:.4g} while training loss fell "
+                   f"{s_train[m]:.4g} -> {s_train[-1]:.4g}", step=steps_[m], metric=val_name)
+
+
+def plateau(values: Sequence[float], steps: Sequence[int], name: str = "train_loss"
+            ) -> Finding | None:
+    """The first stall of at least W points while more than a quarter of the improvement
+    was still to come."""
+    points = [(s, v) for s, v in zip(steps, values, strict=True) if _finite(v)]
+    if len(points) < 10:
+        return None
+    steps_, values_ = zip(*points, strict=True)
+    s = smooth(values_)
+    best = min(s)
+    total = s[0] - best
+    if total <= 0:
+        return Finding("plateau", f"{name} never improved: {s[0]:.4g} at the start, "
+                       f"{s[-1]:.4g} at the end", step=steps_[0], end_step=steps_[-1], metric=name)
+    big_w = max(5, len(s) // 20)
+    stalled = [i for i in range(len(s) - big_w)
+               if s[i] - s[i + big_w] < PLATEAU_IMPROVEMENT * total
+               and s[i + big_w] - best > PLATEAU_REMAINING * total]
+    run = next((r for r in _runs(stalled) if r[1] - r[0] + 1 >= big_w), None)
+    if run is None:
+        return None
+    first, last = run[0], run[1] + big_w
+    return Finding("plateau", f"{name} stalled from step {steps_[first]} to {steps_[last]}: it "
+                   f"improved by {s[first] - s[last]:.3g} there, and by "
+                   f"{s[last] - best:.3g} more afterwards", step=steps_[first],
+                   end_step=steps_[last], metric=name)
+
+
+def from_events(events: Sequence[Mapping]) -> list[Finding]:
+    """The first NaN's origin and the layers whose gradients vanished or exploded."""
+    found = []
+    origins = [e for e in events if e.get("kind") == "nonfinite" and e.get("origin", True)
+               and e.get("step") is not None]
+    if origins:
+        first = min(origins, key=lambda e: (e["step"], 0 if e.get("phase") == "forward" else 1))
+        found.append(Finding("nonfinite", f"first NaN/Inf in module {first.get('module')!r} "
+                             f"({first.get('phase')}) at step {first['step']}",
+                             step=first["step"], module=first.get("module")))
+    for kind in ("vanishing", "exploding"):
+        modules = sorted({str(e.get("module")) for e in events if e.get("kind") == kind})
+        if modules:
+            start = min((e.get("start_step", e.get("step")) for e in events
+                         if e.get("kind") == kind and e.get("start_step", e.get("step"))
+                         is not None), default=None)
+            found.append(Finding(kind, f"{kind} gradients in {', '.join(modules)} "
+                                 f"(mean |grad_output| over 10x {'below' if kind == 'vanishing' else 'above'} "
+                                 "the last layer's)", step=start))
+    return found
+
+
+def diagnose(series: Mapping[str, Mapping[str, list]], events: Sequence[Mapping] = ()
+             ) -> list[Finding]:
+    """Every finding for a run's metrics ({name: {steps, values}}) and events."""
+    findings: list[Finding] = []
+    for train_name, val_name in loss_pairs(list(series)):
+        if "loss" not in train_name.lower():
+            continue
+        train, val = series[train_name], series[val_name]
+        joined = dict(zip(train["steps"], train["values"], strict=False))
+        steps = [s for s in val["steps"] if s in joined]
+        values = dict(zip(val["steps"], val["values"], strict=False))
+        finding = overfitting([joined[s] for s in steps], [values[s] for s in steps], steps,
+                              val_name)
+        if finding:
+            findings.append(finding)
+    for name in _training_losses(series):
+        finding = plateau(series[name]["values"], series[name]["steps"], name)
+        if finding:
+            findings.append(finding)
+    findings.extend(from_events(events))
+    return findings
+
+
+def _training_losses(series: Mapping[str, Mapping]) -> list[str]:
+    paired = {train for train, _ in loss_pairs(list(series))}
+    return [n for n in series if "loss" in n.lower() and not n.startswith("grad/")
+            and (n in paired or not any(t in n.lower() for t in _VAL_TAGS))]
+
+
+def _aligned(train, val, steps):
+    return [(s, t, v) for s, t, v in zip(steps, train, val, strict=True)
+            if _finite(t) and _finite(v)]
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _runs(indices: list[int]):
+    """Runs of consecutive indices, as (first, last)."""
+    start = prev = None
+    for i in indices:
+        if prev is not None and i == prev + 1:
+            prev = i
+            continue
+        if start is not None:
+            yield start, prev
+        start = prev = i
+    if start is not None:
+        yield start, prev

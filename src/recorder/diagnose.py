@@ -2,9 +2,10 @@
 
 The definitions, as a user can check them (n = number of points of the curve):
 
+- Curves longer than 2,000 points are first averaged into 2,000 buckets.
 - Smoothing: a centred rolling median of window w = max(5, n // 10) (odd), then a
-  centred rolling mean of the same window. The median takes single spikes out; the
-  mean takes out the rest of the noise.
+  centred rolling mean of the same window, the ends padded with the end values. The
+  median takes single spikes out; the mean takes out the rest of the noise.
 - Overfitting: let m be the point where the smoothed validation loss is lowest. It is
   overfitting when m lies before the last w points, the smoothed validation loss at the
   end is above its minimum by more than max(3 x the noise, 2% of the minimum) — the noise
@@ -26,6 +27,7 @@ The definitions, as a user can check them (n = number of points of the curve):
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 import statistics
@@ -35,6 +37,8 @@ from dataclasses import dataclass
 OVERFIT_MIN_RISE = 0.02
 OVERFIT_NOISE_FACTOR = 3.0
 OVERFIT_TRAIN_FALL = 0.01
+VANISHING_FACTOR = 10.0
+MAX_POINTS = 2000  # longer curves are averaged into this many buckets first
 PLATEAU_IMPROVEMENT = 0.01
 PLATEAU_REMAINING = 0.25
 
@@ -55,10 +59,41 @@ class Finding:
         return {k: v for k, v in self.__dict__.items() if v is not None}
 
 
+def classify(out_mean_abs: Mapping[str, float], factor: float = VANISHING_FACTOR,
+             exploding_factor: float | None = None) -> dict[str, str]:
+    """{module: "vanishing" | "exploding"} for the modules whose mean |grad_output| is more
+    than `factor` below (or `exploding_factor` above) that of the last module in
+    `out_mean_abs`, which must be in forward order. Modules within the band, non-finite
+    values, and a reference that is 0 or not finite (nothing to compare with) give nothing.
+    The one definition of vanishing: the hooks, the plots and the diagnoses all use it."""
+    if not out_mean_abs:
+        return {}
+    exploding_factor = factor if exploding_factor is None else exploding_factor
+    reference = list(out_mean_abs.values())[-1]
+    if not (math.isfinite(reference) and reference > 0):
+        return {}
+    found = {}
+    for module, value in out_mean_abs.items():
+        if not math.isfinite(value):
+            continue
+        if value * factor < reference:
+            found[module] = "vanishing"
+        elif value > reference * exploding_factor:
+            found[module] = "exploding"
+    return found
+
+
 def smooth(values: Sequence[float]) -> list[float]:
-    """Rolling median, then rolling mean, both centred, window max(5, n // 10) made odd."""
+    """Rolling median, then rolling mean, both centred, window max(5, n // 10) made odd;
+    the ends are padded with the end values."""
+    import numpy as np
+    from numpy.lib.stride_tricks import sliding_window_view
+
     w = window(len(values))
-    return _rolling(_rolling(values, w, statistics.median), w, statistics.fmean)
+    half = w // 2
+    median = np.median(sliding_window_view(np.pad(np.asarray(values, float), half, "edge"), w),
+                       axis=1)
+    return sliding_window_view(np.pad(median, half, "edge"), w).mean(axis=1).tolist()
 
 
 def window(n: int) -> int:
@@ -66,9 +101,38 @@ def window(n: int) -> int:
     return w if w % 2 else w + 1
 
 
-def _rolling(values: Sequence[float], w: int, reduce) -> list[float]:
-    half = w // 2
-    return [reduce(values[max(0, i - half):i + half + 1]) for i in range(len(values))]
+def decimate(steps: Sequence[int], values: Sequence[float], points: int = MAX_POINTS
+             ) -> tuple[list[int], list[float]]:
+    """A long curve averaged into `points` buckets (each at its first step)."""
+    n = len(values)
+    if n <= points:
+        return list(steps), list(values)
+    edges = [round(i * n / points) for i in range(points + 1)]
+    return ([steps[a] for a in edges[:-1]],
+            [statistics.fmean(values[a:b]) for a, b in itertools.pairwise(edges)])
+
+
+class Evidence:
+    """What a run saw that the diagnoses need, kept as it goes: its loss curves (points of
+    metrics whose name contains "loss") and its events. The Run feeds it; `findings` is
+    stored on the run when it ends."""
+
+    def __init__(self):
+        self.curves: dict[str, dict[str, list]] = {}
+        self.events: dict[str, dict] = {}
+
+    def add_points(self, points: Sequence[tuple]) -> None:
+        for name, step, value, _ in points:
+            if "loss" in name.lower() and not name.startswith("grad/"):
+                curve = self.curves.setdefault(name, {"steps": [], "values": []})
+                curve["steps"].append(step)
+                curve["values"].append(value)
+
+    def add_event(self, doc: Mapping) -> None:
+        self.events[str(doc["_id"])] = dict(doc)
+
+    def findings(self) -> list[dict]:
+        return [f.as_doc() for f in diagnose(self.curves, list(self.events.values()))]
 
 
 def loss_pairs(names: Sequence[str]) -> list[tuple[str, str]]:
@@ -168,6 +232,9 @@ def diagnose(series: Mapping[str, Mapping[str, list]], events: Sequence[Mapping]
              ) -> list[Finding]:
     """Every finding for a run's metrics ({name: {steps, values}}) and events."""
     findings: list[Finding] = []
+    series = {name: dict(zip(("steps", "values"), decimate(s["steps"], s["values"]),
+                             strict=True)) for name, s in series.items()
+              if not name.startswith("grad/")}
     for train_name, val_name in loss_pairs(list(series)):
         if "loss" not in train_name.lower():
             continue

@@ -1,0 +1,217 @@
+"""Figures drawn from what a run recorded, with the diagnoses written on them.
+
+Figures are made with matplotlib's object API (`Figure`, no pyplot): nothing global is
+switched, and no display is needed. Each figure function takes plain data (what
+`recorder plot` read from the store) and returns a Figure, or the reason it has nothing
+to draw.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.figure import Figure
+
+from .diagnose import Finding, classify, loss_pairs
+
+VANISHING_COLOR, EXPLODING_COLOR, NORMAL_COLOR = "#d62728", "#ff7f0e", "#1f77b4"
+GRADIENT_STAT = "out_mean_abs"
+
+
+def losses(series: Mapping[str, Mapping[str, list]], findings: Sequence[Finding] = ()
+           ) -> Figure | None | str:
+    """Train/validation pairs on shared axes, other metrics in panels of their own; the
+    onset of overfitting as a dotted vertical line."""
+    user = {n: s for n, s in series.items() if not n.startswith("grad/")}
+    if not user:
+        return "no metrics were logged"
+    pairs = loss_pairs(list(user))
+    paired = {name for pair in pairs for name in pair}
+    panels: list[tuple[str, ...]] = [*pairs, *((n,) for n in user if n not in paired)]
+    cols = min(3, len(panels))
+    rows = math.ceil(len(panels) / cols)
+    fig = Figure(figsize=(5 * cols, 3.6 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
+    onsets = {f.metric: f for f in findings if f.kind == "overfitting"}
+    for ax, names in zip(axes.flat, panels, strict=False):
+        for name in names:
+            ax.plot(user[name]["steps"], _floats(user[name]["values"]), label=name)
+            if name in onsets:
+                onset = onsets[name]
+                ax.axvline(onset.step, linestyle=":", color="black", gid="overfitting-onset")
+                ax.annotate(f"overfitting from step {onset.step}", (onset.step, 0.95),
+                            xycoords=("data", "axes fraction"), ha="left", va="top",
+                            fontsize=8)
+        ax.set_xlabel("step")
+        ax.set_title(" vs ".join(names), fontsize=10)
+        ax.legend(fontsize=8)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    notes = [f.message for f in findings if f.kind in ("overfitting", "plateau")]
+    if not pairs:
+        notes.append("no validation metric: overfitting cannot be judged")
+    _footer(fig, notes)
+    return fig
+
+
+def gradient_flow(series: Mapping[str, Mapping[str, list]], order: Sequence[str] = (),
+                  factor: float = 10.0) -> Figure | str:
+    """Mean |grad_output| per module in forward order at the last recorded step (log scale,
+    vanishing modules in red), and the same for every module and step as a heat map."""
+    flow = {"/".join(n.split("/")[1:-1]): s for n, s in series.items()
+            if n.startswith("grad/") and n.endswith(f"/{GRADIENT_STAT}")}
+    if not flow:
+        return "no gradient statistics: call recorder.watch(model) to record them"
+    modules = [m for m in order if m in flow] + [m for m in flow if m not in order]
+    steps = sorted({s for m in modules for s in flow[m]["steps"]})
+    last = {m: dict(zip(flow[m]["steps"], flow[m]["values"], strict=False)) for m in modules}
+    final_step = steps[-1]
+    final = {m: last[m].get(final_step, math.nan) for m in modules}
+    kinds = classify(final, factor)
+    colors = [{"vanishing": VANISHING_COLOR, "exploding": EXPLODING_COLOR}.get(kinds.get(m),
+              NORMAL_COLOR) for m in modules]
+    fig = Figure(figsize=(13, max(4, 0.35 * len(modules) + 2)))
+    bars, heat = fig.subplots(1, 2)
+    bars.bar(range(len(modules)), [final[m] for m in modules], color=colors)
+    bars.set_yscale("log")
+    bars.set_xticks(range(len(modules)), modules, rotation=60, ha="right", fontsize=8)
+    bars.set_ylabel("mean |grad_output|")
+    bars.set_title(f"gradient flow at step {final_step} (red: over {factor:g}x below the "
+                   "last layer)", fontsize=10)
+    grid = np.array([[last[m].get(s, np.nan) for s in steps] for m in modules], dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        image = heat.imshow(np.log10(grid), aspect="auto", interpolation="nearest",
+                            extent=(steps[0] - 0.5, steps[-1] + 0.5, len(modules) - 0.5, -0.5))
+    heat.set_yticks(range(len(modules)), modules, fontsize=8)
+    heat.set_xlabel("step")
+    heat.set_title("log10 mean |grad_output|, module x step", fontsize=10)
+    fig.colorbar(image, ax=heat)
+    _footer(fig, [f"{kind}: {m}" for m, kind in kinds.items()])
+    return fig
+
+
+def gradient_histograms(histograms: Sequence[Mapping[str, Any]], order: Sequence[str] = ()
+                        ) -> Figure | str:
+    """One small panel per layer, first to last, each with its histograms at every
+    recorded step (later steps darker)."""
+    grads = [h for h in histograms if h.get("kind", "grad") == "grad"]
+    if not grads:
+        return "no gradient histograms: recorder.watch records them every histograms_every steps"
+    names = list(dict.fromkeys(h["name"] for h in grads))
+    names = sorted(names, key=lambda n: _rank(n, order))
+    cols = min(4, len(names))
+    rows = math.ceil(len(names) / cols)
+    fig = Figure(figsize=(3.6 * cols, 2.6 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
+    steps = sorted({h["step"] for h in grads})
+    shades = colormaps["viridis"](np.linspace(0.15, 0.9, len(steps)))
+    for ax, name in zip(axes.flat, names, strict=False):
+        for h in sorted((h for h in grads if h["name"] == name), key=lambda h: h["step"]):
+            edges = np.asarray(h["edges"], dtype=float)
+            ax.stairs(h["counts"], edges, color=shades[steps.index(h["step"])],
+                      label=f"step {h['step']}")
+        ax.set_title(name, fontsize=8)
+        ax.tick_params(labelsize=6)
+    for ax in axes.flat[len(names):]:
+        ax.set_visible(False)
+    axes.flat[0].legend(fontsize=6)
+    return fig
+
+
+def nonfinite_timeline(events: Sequence[Mapping[str, Any]]) -> Figure | str:
+    """NaN/Inf events per step and module; the origin marked."""
+    found = [e for e in events if e.get("kind") == "nonfinite"]
+    if not found:
+        return "no NaN or Inf was recorded"
+    modules = list(dict.fromkeys(str(e.get("module")) for e in found))
+    fig = Figure(figsize=(9, max(3, 0.4 * len(modules) + 1.5)))
+    ax = fig.subplots()
+    for e in found:
+        y = modules.index(str(e.get("module")))
+        first = e.get("first_step", e.get("step"))
+        last = e.get("last_step", first)
+        if first is None:
+            continue
+        ax.plot([first, last], [y, y], color="grey", linewidth=2, alpha=0.6)
+        origin = e.get("origin", False)
+        ax.scatter([first], [y], marker="*" if origin else "o", s=160 if origin else 30,
+                   color=VANISHING_COLOR if origin else "grey", zorder=3,
+                   gid="origin" if origin else None)
+        if origin:
+            ax.annotate(f"origin ({e.get('phase')}, step {first})", (first, y),
+                        textcoords="offset points", xytext=(6, 6), fontsize=8)
+    ax.set_yticks(range(len(modules)), modules, fontsize=8)
+    ax.set_xlabel("step")
+    ax.set_title("non-finite values: where and when", fontsize=10)
+    return fig
+
+
+def embeddings(snapshots: Sequence[Mapping[str, Any]], projection: str = "pca") -> Figure | str:
+    """Each logged embedding projected to 2-D and coloured by label."""
+    if not snapshots:
+        return "no embeddings: log them with recorder.log_embedding(name, tensor, labels)"
+    cols = min(3, len(snapshots))
+    rows = math.ceil(len(snapshots) / cols)
+    fig = Figure(figsize=(4.5 * cols, 4 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for ax, snap in zip(axes.flat, snapshots, strict=False):
+        vectors = np.frombuffer(bytes(snap["vectors"]), dtype="<f4").reshape(snap["shape"])
+        points = project(vectors, projection)
+        labels = snap.get("labels")
+        if labels:
+            for label in sorted(set(labels), key=str):
+                mask = np.array([lab == label for lab in labels])
+                ax.scatter(points[mask, 0], points[mask, 1], s=8, label=str(label))
+            ax.legend(fontsize=6, markerscale=2)
+        else:
+            ax.scatter(points[:, 0], points[:, 1], s=8)
+        ax.set_title(f"{snap['name']} at step {snap.get('step')} ({projection})", fontsize=9)
+    for ax in axes.flat[len(snapshots):]:
+        ax.set_visible(False)
+    return fig
+
+
+def project(vectors: np.ndarray, method: str = "pca") -> np.ndarray:
+    """N x D -> N x 2: PCA (numpy), or t-SNE / UMAP when their packages are installed."""
+    vectors = np.nan_to_num(np.asarray(vectors, dtype=float))
+    if method == "pca" or len(vectors) < 3:
+        centred = vectors - vectors.mean(axis=0)
+        _, _, vt = np.linalg.svd(centred, full_matrices=False)
+        out = centred @ vt[:2].T
+        return np.pad(out, ((0, 0), (0, 2 - out.shape[1])))
+    if method == "tsne":
+        from sklearn.manifold import TSNE
+
+        return TSNE(n_components=2, perplexity=min(30, len(vectors) - 1),
+                    random_state=0).fit_transform(vectors)
+    if method == "umap":
+        import umap
+
+        return umap.UMAP(n_components=2, random_state=0).fit_transform(vectors)
+    raise ValueError(f"unknown projection {method!r}: use pca, tsne or umap")
+
+
+def save(fig: Figure, path: Path) -> Path:
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    return path
+
+
+def _footer(fig: Figure, notes: Sequence[str]) -> None:
+    if notes:
+        fig.text(0.01, -0.02, "\n".join(notes), fontsize=8, va="top", ha="left")
+    fig.tight_layout()
+
+
+def _floats(values: Sequence) -> list[float]:
+    return [float(v) if isinstance(v, (int, float)) else math.nan for v in values]
+
+
+def _rank(name: str, order: Sequence[str]) -> tuple[int, str]:
+    """Parameters `0.weight` follow their module `0` in forward order."""
+    module = name.rsplit(".", 1)[0]
+    return (order.index(module) if module in order else len(order), name)

@@ -15,7 +15,7 @@ import typer
 from typer.core import TyperGroup
 
 from . import render
-from .errors import RecorderError, StoreError
+from .errors import RecorderError, ReplayError, StoreError
 from .redact import mask_url_passwords
 from .store import Store, backend_for, resolve_url
 from .where import run_filter
@@ -105,6 +105,39 @@ def _main(
     pass
 
 
+@app.command("run", context_settings={
+    "allow_extra_args": True, "ignore_unknown_options": True,
+    "allow_interspersed_args": False})  # everything after SCRIPT is the script's, untouched
+def run(
+    script: Annotated[str, typer.Argument(
+        metavar="SCRIPT", help="The Python file (with -m: the module) to run.")],
+    args: Annotated[list[str] | None, typer.Argument(
+        metavar="[ARGS]...", help="The script's arguments, passed on untouched.")] = None,
+    module: Annotated[bool, typer.Option(
+        "-m", help="Run SCRIPT as a module, as `python -m SCRIPT` does.")] = False,
+    name: Annotated[str | None, typer.Option(
+        "--name", help="The experiment's name (default: the script's file name).")] = None,
+    store: StoreOpt = None,
+    patterns: Annotated[list[str] | None, typer.Option(
+        "--metric-pattern", metavar="REGEX",
+        help="Lines of stdout to read as metrics: a regex with groups (?P<name>...) and "
+             "(?P<value>...), or NAME=REGEX with a (?P<value>...) group. Repeatable; added "
+             "to the default patterns (name: 1.5, name=1.5, | name 1.5 |).")] = None,
+    no_default_patterns: Annotated[bool, typer.Option(
+        "--no-default-patterns", help="Read only the --metric-pattern patterns.")] = False,
+) -> None:
+    """Run a script as `python SCRIPT ARGS...` would, recorded as a run: argparse's values as
+    the config, metrics from the lines it prints. Exits with the script's exit status."""
+    from .launch import exit_interrupted, launch
+
+    try:
+        code = launch(script, args or [], module=module, name=name, store=store,
+                      patterns=patterns or [], default_patterns=not no_default_patterns)
+    except KeyboardInterrupt:
+        exit_interrupted()
+    raise typer.Exit(code)
+
+
 @app.command("ls")
 def ls(
     store: StoreOpt = None,
@@ -170,6 +203,22 @@ def rm(runs: Annotated[list[str], typer.Argument(metavar="RUN",
         render.emit([(run_id, db.delete_run(run_id))], False, render.removed)
 
 
+@app.command("plot")
+def plot(
+    run: RunArg,
+    store: StoreOpt = None,
+    out: Annotated[Path, typer.Option("--out", help="The folder for the figures.")] = Path(
+        "recorder-plots"),
+    fmt: Annotated[str, typer.Option("--format", help="png or svg.")] = "png",
+    projection: Annotated[str, typer.Option(
+        "--projection", help="How embeddings are drawn in 2-D: pca, tsne or umap.")] = "pca",
+) -> None:
+    """Draw a run's figures: losses, gradient flow and histograms, NaN timeline, embeddings."""
+    from .figures import plot_run
+
+    render.emit(plot_run(open_store(store), run, out, fmt, projection), False, render.plotted)
+
+
 @app.command("sync")
 def sync(store: StoreOpt = None, as_json: JsonOpt = False) -> None:
     """Deliver the writes that runs kept on disk while the store was unreachable."""
@@ -177,6 +226,100 @@ def sync(store: StoreOpt = None, as_json: JsonOpt = False) -> None:
 
     deliveries = [asdict(d) for d in deliver_spools(store)]
     render.emit(deliveries, as_json, render.deliveries)
+
+
+# -- replay, sources, compare, env (recorder/replay/) ------------------------------------
+
+TreeDirOpt = Annotated[Path, typer.Option("--out", metavar="DIR", help=(
+    "Where to write the tree: a new or empty directory."))]
+ToleranceOpt = Annotated[float, typer.Option(
+    "--tolerance", metavar="X", min=0.0,
+    help="Values are equal when |a-b| <= X*max(|a|,|b|) (default 0: exact; NaN equals NaN).")]
+IgnoreOpt = Annotated[list[str] | None, typer.Option(
+    "--ignore", metavar="PATTERN",
+    help="Metrics shown but not judged, e.g. timings: '*_time'. Repeatable.")]
+
+
+@app.command("replay")
+def replay(
+    run: RunArg,
+    store: StoreOpt = None,
+    strict: Annotated[bool, typer.Option(
+        "--strict", help="Refuse to run on any difference of environment or data.")] = False,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Rebuild the tree and check the environment; run nothing.")] = False,
+    workdir: Annotated[Path | None, typer.Option(
+        "--workdir", metavar="DIR", help="Rebuild the tree in DIR (new or empty; kept) "
+                                         "instead of a temporary directory.")] = None,
+    keep: Annotated[bool, typer.Option("--keep", help="Keep the temporary tree.")] = False,
+    tolerance: ToleranceOpt = 0.0,
+    assignments: Annotated[list[str] | None, typer.Option(
+        "--set", metavar="NAME=VALUE", help="A value that was redacted as a secret when the "
+        "run was recorded (or set RECORDER_SET_<NAME>). Repeatable.")] = None,
+    ignore: IgnoreOpt = None,
+    compare_all: Annotated[bool, typer.Option(
+        "--compare-all", help="Judge timing metrics too (time, ms/batch, *_sec, it/s...: "
+                              "shown, not judged, by default).")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Re-run a run with its exact settings: exit 0 reproduced, 1 diverged, 2 could not replay."""
+    from .replay import report
+    from .replay.runner import run_replay
+
+    result = run_replay(run, store=store, strict=strict, dry_run=dry_run, workdir=workdir,
+                        keep=keep, tolerance=tolerance, secrets=_assigned(assignments or []),
+                        ignore=ignore or (), compare_all=compare_all,
+                        output=sys.stderr if as_json else sys.stdout,
+                        on_ready=None if as_json else report.printer(report.plan))
+    render.emit(result.to_dict() if as_json else result, as_json, report.result)
+    if result.verdict == "could not replay":
+        raise ReplayError(result.reason)
+    raise typer.Exit(result.exit_code)
+
+
+def _assigned(assignments: list[str]) -> dict[str, str]:
+    pairs = [a.partition("=") for a in assignments]
+    bad = next((a for a, (_, eq, _) in zip(assignments, pairs) if not eq), None)
+    if bad is not None:
+        raise ReplayError(f"--set {bad!r}: write NAME=VALUE")
+    return {name: value for name, _, value in pairs}
+
+
+@app.command("sources")
+def sources(run: RunArg, out: TreeDirOpt, store: StoreOpt = None, as_json: JsonOpt = False
+            ) -> None:
+    """Write a run's source tree (rebuilt as replay does) to DIR, without running anything."""
+    from .replay import report
+    from .replay.tree import rebuild
+
+    db = open_store(store)
+    tree = rebuild(db.get_run(run), db, out, search=[Path.cwd()], cwd_layout=False)
+    render.emit(tree.to_dict() if as_json else tree, as_json, report.tree)
+
+
+@app.command("compare")
+def compare(a: Annotated[str, typer.Argument(metavar="A", help="A run id, or 'last'.")],
+            b: Annotated[str, typer.Argument(metavar="B", help="A run id, or 'last'.")],
+            store: StoreOpt = None, tolerance: ToleranceOpt = 0.0, ignore: IgnoreOpt = None,
+            as_json: JsonOpt = False) -> None:
+    """Two runs side by side: config, code (a diff of their trees), environment, metrics."""
+    from .replay import report
+    from .replay.runs import compare_runs
+
+    found = compare_runs(open_store(store), a, b, tolerance, ignore or ())
+    render.emit(found.to_dict() if as_json else found, as_json, report.comparison)
+
+
+@app.command("env")
+def env(run: RunArg, store: StoreOpt = None, as_json: JsonOpt = False) -> None:
+    """A run's packages as a requirements list, pinned to the recorded versions."""
+    from .replay import report
+    from .replay.environment import requirements
+
+    doc = open_store(store).get_run(run)
+    shown = {"run": doc["_id"], "packages": render.get(doc, "environment.packages"),
+             "python": render.get(doc, "environment.python.version")}
+    render.emit(shown if as_json else requirements(doc), as_json, report.requirements)
 
 
 def main() -> None:

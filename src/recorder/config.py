@@ -83,7 +83,10 @@ def resolve(func: Callable, args: tuple, kwargs: dict, overrides: Mapping[str, s
     if missing:
         raise ConfigError(f"config key {missing[0]!r} has no default and no value: "
                           f"pass {missing[0]}=VALUE")
-    extra = {k: v for k, v in values.items() if k not in names}  # **kwargs
+    # **kwargs: its keys are config keys of their own (bind_partial nests them under its name)
+    var_keyword = next((p.name for p in signature.parameters.values()
+                        if p.kind is p.VAR_KEYWORD), None)
+    extra = values.pop(var_keyword, {}) if var_keyword else {}
     call = {k: values[k] for k in names} | extra
     return ResolvedConfig(kwargs=call, config=bson_safe(call))
 
@@ -258,7 +261,10 @@ def _scalar(text: str) -> Any:
 
 def bson_safe(value: Any, key: str = "") -> Any:
     """A copy BSON can hold, with the documented conversions, or a ConfigError naming the key."""
-    if value is None or isinstance(value, (bool, float, str, bytes, datetime)):
+    if value is None or isinstance(value, (bool, float, bytes, datetime)):
+        return value
+    if isinstance(value, str):
+        _check_utf8(value, key)
         return value
     if isinstance(value, int):
         if not INT64[0] <= value <= INT64[1]:
@@ -269,6 +275,7 @@ def bson_safe(value: Any, key: str = "") -> Any:
         for k, v in value.items():
             if not isinstance(k, str):
                 raise ConfigError(f"config key {_join(key, str(k))!r}: keys must be strings")
+            _check_utf8(k, _join(key, k))
             if "." in k or k.startswith("$") or "\0" in k:
                 raise ConfigError(f"config key {_join(key, k)!r}: keys may not contain '.' or "
                                   "start with '$' (MongoDB field names)")
@@ -288,6 +295,15 @@ def bson_safe(value: Any, key: str = "") -> Any:
         return bson_safe(value.item(), key)
     raise ConfigError(f"config key {key!r}: a {type(value).__name__} cannot be stored; use "
                       "numbers, strings, booleans, None, lists or dicts")
+
+
+def _check_utf8(text: str, key: str) -> None:
+    """A byte that is not UTF-8 (argv holds it as a lone surrogate) cannot be stored."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ConfigError(f"config key {key!r}: {text!r} is not UTF-8 text (character "
+                          f"{exc.start}); pass it as UTF-8") from None
 
 
 def canonical_json(config: Any) -> str:

@@ -63,25 +63,28 @@ def _record(func: Callable, name: str, store, args: tuple, kwargs: dict) -> Any:
     from . import config as cfg
     from .capture.seeding import Seeder, choose_seed
     from .flusher import Flusher
+    from .handover import take as take_replay
     from .output import OutputTail
     from .redact import Redactor
     from .store.backends import backend_for
 
+    replay = take_replay(func)  # `recorder replay` started this process: see handover.py
     argv = list(sys.argv)
-    overrides = {}
-    if not args and not kwargs and func.__module__ == "__main__":
+    overrides: dict[str, str] = {}
+    from_argv = not args and not kwargs and func.__module__ == "__main__"
+    if from_argv:
         overrides, rest = cfg.split_argv(sys.argv[1:])
-        resolved = cfg.resolve(func, args, kwargs, overrides)
+    resolved = (replay.resolve(func, args, kwargs) if replay  # the stored config, exactly
+                else cfg.resolve(func, args, kwargs, overrides))
+    if from_argv:
         sys.argv[1:] = rest
-    else:
-        resolved = cfg.resolve(func, args, kwargs, overrides)
-    backend = backend_for(store)
+    backend = backend_for(replay.store if replay else store)
     backend.preload()
     redactor = Redactor()
     stored_config = redactor.config(resolved.config)
-    uid = uuid.uuid4().hex
-    seed = choose_seed(resolved.config)
-    seeder = Seeder(seed)
+    uid = replay.uid if replay else uuid.uuid4().hex
+    seed = replay.seed if replay else choose_seed(resolved.config)
+    seeder = Seeder(seed, replay.torch if replay else None)
     seeder.start()
 
     doc, files = _snapshot(func, name, backend, redactor, argv)
@@ -89,6 +92,8 @@ def _record(func: Callable, name: str, store, args: tuple, kwargs: dict) -> Any:
                seed=seed, seeded=list(seeder.seeded),
                meta={"overrides": redactor.config(overrides), "backend": backend.kind,
                      "heartbeat_interval": heartbeat_interval()})
+    if replay:
+        doc["replay_of"] = replay.replay_of
     output = OutputTail()
     run = Run(uid, stored_config, lambda collect: Flusher(backend, uid, collect),
               output=output, redact=redactor.text)
@@ -118,12 +123,18 @@ def _record(func: Callable, name: str, store, args: tuple, kwargs: dict) -> Any:
 def _snapshot(func: Callable, name: str, backend: Backend, redactor: Redactor,
               argv: list[str]) -> tuple[dict, dict[str, bytes]]:
     """What was run: entry point, git state, sources and environment, at start."""
+    return snapshot(entrypoint(func, redactor.argv(argv)), func.__name__, name, backend, redactor)
+
+
+def snapshot(entry: dict[str, Any], command: str, name: str, backend: Backend,
+             redactor: Redactor) -> tuple[dict, dict[str, bytes]]:
+    """The run document at start for an entry point (`entrypoint()`'s, or launch.py's for
+    `recorder run`): git state, sources and environment; `entry` gets its relative paths."""
     from .capture.environment import capture_environment, capture_host
     from .capture.git import capture_git
     from .capture.seeding import determinism
     from .capture.sources import capture_sources
 
-    entry = entrypoint(func, redactor.argv(argv))
     main_file = Path(entry["file"]) if entry.get("file") else None
     start_dir = main_file.parent if main_file else Path.cwd()
     exclude = [Path(backend.url)] if backend.kind == "embedded" else []
@@ -149,7 +160,7 @@ def _snapshot(func: Callable, name: str, backend: Backend, redactor: Redactor,
             "repositories": [{"url": git.get("remote"), "commit": git.get("commit"),
                               "dirty": git.get("dirty")}] if git else [],
         },
-        "command": func.__name__,
+        "command": command,
         "host": capture_host(redactor),
         "environment": environment,
         "git": git,

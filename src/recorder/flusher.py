@@ -18,7 +18,9 @@ from collections.abc import Callable
 
 from .redact import mask_url_passwords
 from .store.backends import Backend
+from .store.mounts import warn_if_network
 from .store.spool import Spool, deliver
+from .store.storable import network_error, repaired
 from .store.store import Store
 
 FLUSH_INTERVAL = 1.0
@@ -43,6 +45,7 @@ class Flusher:
         self._abandoned = False
         self._offline_since: float | None = None
         self._next_retry = 0.0
+        self._repairs_told = False
         self._thread = threading.Thread(target=self._run, name="recorder-flusher", daemon=True)
 
     def start(self, first_ops: list[dict]) -> None:
@@ -90,6 +93,8 @@ class Flusher:
         except Exception as exc:  # noqa: BLE001 - a missing driver, DNS down: keep it on disk
             self._go_offline(exc)
             return False
+        if self.backend.kind == "embedded":
+            warn_if_network(self.backend.url)  # NFS, Lustre...: its locks are not safe there
         return True
 
     def _take(self, ops: list[dict]) -> None:
@@ -108,6 +113,8 @@ class Flusher:
             try:
                 result = self.store.apply(op)
             except Exception as exc:  # noqa: BLE001 - whatever the database says, training goes on
+                if not network_error(exc) and self._repair(op):
+                    continue  # its storable copy is tried at once
                 self._go_offline(exc)
                 with self._lock:
                     if not self._abandoned:
@@ -120,6 +127,24 @@ class Flusher:
             with self._lock:
                 if self._pending and self._pending[0] is op:
                     self._pending.popleft()
+
+    def _repair(self, op: dict) -> bool:
+        """After a failed write: when the operation itself holds a value no database takes
+        (see store/storable.py), its storable copy takes its place and the user is told once.
+        False when there was nothing to repair: the store is what failed."""
+        fixed = repaired(op)
+        if fixed is None:
+            return False
+        copy, changes = fixed
+        with self._lock:
+            if self._pending and self._pending[0] is op:
+                self._pending[0] = copy
+        if not self._repairs_told:
+            self._repairs_told = True
+            more = f" (and {len(changes) - 3} more)" if len(changes) > 3 else ""
+            self._warn(f"run {self.spool.uid}: some values cannot be stored as they are and "
+                       f"were converted: {'; '.join(changes[:3])}{more}")
+        return True
 
     def _reconnect(self) -> bool:
         """Deliver the spool when the retry time has come; True once it is all delivered."""

@@ -95,8 +95,10 @@ _MIN_SECRET_LEN = 4
 _NOT_SECRETS = frozenset({"true", "false", "none", "null"})
 
 # `://user:password@`: anchored on `://` (not the scheme) so a long run of letters cannot make
-# the search quadratic; user and password stop at `/` and whitespace, so each try is short.
-_URL_PASSWORD = re.compile(r"://([^\s:/@]*):([^\s/]+)@")
+# the search quadratic; the user stops at `/` and whitespace, the password at whitespace and
+# after 256 characters, so each try is short. A password may hold `/` and `@` (unescaped, as
+# people type them: pymongo refuses such a URL, and the error message must not show it).
+_URL_PASSWORD = re.compile(r"://([^\s:/@]*):(\S{1,256})@")
 
 
 def _name_parts(name: str) -> list[str]:

@@ -5,7 +5,8 @@ ISO 8601 strings in UTC, bytes become hex, other BSON types (ObjectId...) their 
 floats JSON has no word for become the strings "NaN", "Infinity" and "-Infinity".
 
 Run documents come from many versions of the recorder, and from people's own scripts: a
-missing or oddly typed field prints as "?" and never stops the rest from printing.
+missing or oddly typed field prints as "?" and never stops the rest from printing; `show`
+(under the header) and `ls` (under the table) say which fields are missing or mistyped.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from rich.console import Console
 from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
+
+from . import run_fields
 
 MISSING = "?"
 PIPED_WIDTH = 1000
@@ -186,6 +189,8 @@ def runs_table(out: Console, runs: list[dict]) -> None:
                       *(Text(value_text(flat[k], 24) if k in flat else "") for k in keys),
                       Text("" if run.get("result") is None else compact(run["result"])))
     out.print(table)
+    for line in run_fields.ls_notes(runs):
+        out.print(Text(line, style="yellow"))
 
 
 # -- recorder show -----------------------------------------------------------------------
@@ -193,11 +198,13 @@ def runs_table(out: Console, runs: list[dict]) -> None:
 
 def run_details(out: Console, shown: dict) -> None:
     """`shown` is {"run": the document, "metrics": Store.metrics(), "counts": {...},
-    "diff_bytes": size of a diff kept in GridFS or None}."""
+    "diff_bytes": size of a diff kept in GridFS or None, "events": the run's documents in
+    the events collection (optional)}."""
     run = shown["run"]
     sections = [("", _header), ("config", _config), ("result", _result), ("git", _git),
                 ("environment", _environment), ("sources", _sources),
-                ("metrics", _metrics), ("artifacts", _artifacts), ("fail trace", _trace)]
+                ("metrics", _metrics), ("NaN/Inf and gradients", _events),
+                ("artifacts", _artifacts), ("fail trace", _trace)]
     for title, section in sections:
         try:
             body = list(section(run, shown))
@@ -223,6 +230,9 @@ def _header(run: dict, shown: dict) -> Iterable[Text]:
                           (f"{name if isinstance(name, str) else MISSING}  ", "bold"),
                           status_text(run.get("status")))
     yield title
+    incomplete = run_fields.note(run)
+    if incomplete:
+        yield Text(f"  {incomplete}", style="yellow")
     config_hash = run.get("config_hash")
     argv = get(run, "entrypoint.argv")
     yield from _pairs(
@@ -233,7 +243,11 @@ def _header(run: dict, shown: dict) -> Iterable[Text]:
         ("config hash", config_hash[:12] if isinstance(config_hash, str) else MISSING),
     )
     if isinstance(argv, list):
-        yield from _pairs(("command", "python " + " ".join(map(str, argv))))
+        launcher = get(run, "entrypoint.launcher")  # `recorder run` started it
+        prefix = f"{launcher} " if isinstance(launcher, str) else "python "
+        if isinstance(launcher, str) and get(run, "entrypoint.kind") == "module":
+            argv = ["-m", get(run, "entrypoint.module"), *argv[1:]]
+        yield from _pairs(("command", prefix + " ".join(map(str, argv))))
 
 
 def _config(run: dict, shown: dict) -> Iterable[Text]:
@@ -353,6 +367,57 @@ def _metrics(run: dict, shown: dict) -> Iterable[Any]:
     yield from _pairs(*((name, count) for name, count in counts.items()))
 
 
+def _events(run: dict, shown: dict) -> Iterable[Text]:
+    """Where the first NaN/Inf came from, and which layers' gradients vanished or exploded
+    (the events `recorder.watch` writes)."""
+    events = [e for e in shown.get("events") or [] if isinstance(e, dict)]
+    origins = sorted((e for e in events if e.get("kind") == "nonfinite" and e.get("origin")),
+                     key=_event_step)
+    for origin in origins:
+        stats = origin.get("stats") if isinstance(origin.get("stats"), dict) else {}
+        module_type = origin.get("module_type")
+        what = f" ({module_type})" if isinstance(module_type, str) else ""
+        where = (f"module {_text(origin.get('module'))}{what}, "
+                 f"{_text(origin.get('phase'))} pass, step {_text(origin.get('step'))}")
+        yield from _pairs(("first NaN", where))
+        finite = (f"finite values in [{value_text(stats.get('min'))}, "
+                  f"{value_text(stats.get('max'))}]" if stats.get("min") is not None
+                  else "no finite values")
+        yield Text(f"  {'':<12}shape {_text(stats.get('shape'))}, {_text(stats.get('nan'))} NaN, "
+                   f"{_text(stats.get('posinf'))} +Inf, {_text(stats.get('neginf'))} -Inf, "
+                   f"{finite}")
+        reached = origin.get("propagation")
+        if isinstance(reached, list) and reached:
+            names = [f"{_text(p.get('module'))} ({_text(p.get('phase'))})"
+                     for p in reached if isinstance(p, dict)]
+            yield Text(f"  {'':<12}then reached {', '.join(names)}")
+    summaries = [e for e in events if e.get("kind") == "nonfinite_summary"]
+    if summaries:
+        yield from _pairs(("non-finite", ", ".join(
+            f"{_text(e.get('module'))} ({_text(e.get('count'))} steps, "
+            f"{_text(e.get('first_step'))}-{_text(e.get('last_step'))})"
+            for e in sorted(summaries, key=_event_step))))
+    for kind in ("vanishing", "exploding"):
+        found = sorted((e for e in events if e.get("kind") == kind), key=_event_step)
+        if found:
+            yield from _pairs((kind, ", ".join(_episode(e) for e in found)))
+
+
+def _episode(event: dict) -> str:
+    start, end = event.get("start_step", event.get("step")), event.get("end_step")
+    stats = event.get("stats") if isinstance(event.get("stats"), dict) else {}
+    ratio = stats.get("ratio")
+    ratio = f", {ratio:.3g}x the last module's" if isinstance(ratio, (int, float)) else ""
+    steps = (f"steps {_text(start)}-{_text(event.get('last_step'))}" if end is not None
+             else f"from step {_text(start)}, still at the end")
+    return f"{_text(event.get('module'))} ({steps}{ratio})"
+
+
+def _event_step(event: dict) -> tuple:
+    step = event.get("step")
+    return (0, step) if isinstance(step, (int, float)) else (1, 0)
+
+
 def _artifacts(run: dict, shown: dict) -> Iterable[Text]:
     artifacts = run.get("artifacts")
     if not isinstance(artifacts, list) or not artifacts:
@@ -410,3 +475,12 @@ def deliveries(out: Console, report: list[dict]) -> None:
             line += (f"; the last {d['unreadable']} bytes could not be read (a torn write): "
                      f"the file is kept as {d['kept']}")
         out.print(Text(line))
+
+
+def plotted(out: Console, done) -> None:
+    for path in done.written:
+        out.print(Text(f"wrote {path}"))
+    for reason in done.missing:
+        out.print(Text(f"not drawn: {reason}"))
+    for finding in done.findings:
+        out.print(Text(f"diagnosis: {finding.message}"))

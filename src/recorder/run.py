@@ -59,6 +59,10 @@ class Run:
         self._files: dict[str, bytes] = {}
         self._documents: dict[str, dict[str, dict]] = {}
         self._emitted = 0
+        self.counters: dict[str, int] = {}  # next step of things logged without one
+        from .diagnose import Evidence  # not at import: `import recorder` stays light
+
+        self.evidence = Evidence()  # for the diagnoses stored when the run ends
         self._sent: dict[str, Any] = {}
         self._updates: dict[str, Any] = {}
         self._output = output
@@ -129,6 +133,12 @@ class Run:
         with self._lock:
             self._updates.update(fields)
 
+    def add_files(self, files: dict[str, bytes]) -> None:
+        """Files (by sha256) to store with the next flush: source files found after the start
+        (`recorder run` reads a script's imported modules again when it ends)."""
+        with self._lock:
+            self._files.update(files)
+
     def emit(self, collection: str, doc: dict) -> str:
         """A document for `events` or `histograms`, written with the next flush. Emitting
         again with the returned `_id` replaces it (a summary that grows); returns the `_id`."""
@@ -137,6 +147,8 @@ class Run:
                 self._emitted += 1
                 doc = {**doc, "_id": f"{self.uid}:{collection}:{self._emitted}"}
             self._documents.setdefault(collection, {})[doc["_id"]] = doc
+            if collection == "events":
+                self.evidence.add_event(doc)
         return doc["_id"]
 
     # -- for the flusher thread -------------------------------------------------------
@@ -158,7 +170,10 @@ class Run:
             points = self._points[:n]
             del self._points[:n]  # appends made meanwhile stay: both are atomic under the GIL
             ops.append({"op": "metrics", "uid": self.uid, **self._chunks.add(points)})
+            self.evidence.add_points(points)
         now = time.monotonic()
+        if final:
+            updates["diagnoses"] = self.evidence.findings()
         if final or now - self._last_beat >= self.heartbeat_interval:
             self._last_beat = now
             updates["heartbeat"] = utcnow()

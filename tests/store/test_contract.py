@@ -281,6 +281,9 @@ def fill_run(store, uid: str, files: dict[str, bytes] | None = None, **doc) -> i
     store.apply({"op": "documents", "uid": uid, "collection": "histograms", "docs": [
         {"_id": f"{uid}:h0", "name": "fc1.grad", "step": 0, "edges": [0.0, 1.0],
          "counts": [3], "nan": 0, "posinf": 0, "neginf": 0}]})
+    store.apply({"op": "documents", "uid": uid, "collection": "embeddings", "docs": [
+        {"_id": f"{uid}:v0", "name": "features", "step": 0, "shape": [1, 2],
+         "vectors": b"\x00" * 8, "labels": None}]})
     return run_id
 
 
@@ -288,10 +291,10 @@ def test_delete_run_removes_its_documents_and_nothing_else(store):
     gone, kept = new_uid(), new_uid()
     gone_id, kept_id = fill_run(store, gone), fill_run(store, kept)
     removed = store.delete_run(gone_id)
-    assert removed == {"metrics": 3, "events": 2, "histograms": 1, "files": 0}
+    assert removed == {"metrics": 3, "events": 2, "histograms": 1, "embeddings": 1, "files": 0}
     with pytest.raises(RunNotFound):
         store.get_run(gone_id)
-    for collection in ("metrics", "events", "histograms"):
+    for collection in ("metrics", "events", "histograms", "embeddings"):
         assert store.db[collection].count_documents({"uid": gone}) == 0
         assert store.count(collection, kept_id) > 0
     assert store.metrics(kept_id)["loss"]["steps"] == list(range(9))

@@ -240,8 +240,8 @@ def _read_regular(path: Path, max_bytes: int) -> tuple[bytes | None, str]:
             return None, "too large"
         flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
         fd = os.open(path, flags | getattr(os, "O_BINARY", 0))
-    except OSError as e:
-        return None, "symlink" if e.errno == errno.ELOOP else "unreadable"
+    except OSError as e:  # deleted since `git status` listed it: said so, not a crash
+        return None, {errno.ELOOP: "symlink", errno.ENOENT: "deleted"}.get(e.errno, "unreadable")
     with open(fd, "rb") as f:  # the file may have changed since lstat: check again
         try:
             if not stat.S_ISREG(os.fstat(fd).st_mode):

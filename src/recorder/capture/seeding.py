@@ -2,7 +2,9 @@
 
 Python's `random` is seeded before `main` runs; numpy and torch are seeded then if
 they are already imported, otherwise the moment they are first imported during the
-run (an import hook): the recorder never imports torch just to seed it.
+run (an import hook): the recorder never imports torch just to seed it. A replay also
+hands the recorded torch settings (thread counts, deterministic algorithms, cuDNN flags:
+they change results) to the Seeder, which applies them at the same moment.
 """
 
 from __future__ import annotations
@@ -32,10 +34,12 @@ def seed_library(name: str, seed: int) -> None:
 
 
 class Seeder:
-    """Seeds python now, numpy/torch now or at their first import; `seeded` says which."""
+    """Seeds python now, numpy/torch now or at their first import; `seeded` says which.
+    `torch_settings` (keys of `determinism()`) are applied to torch with its seed."""
 
-    def __init__(self, seed: int):
+    def __init__(self, seed: int, torch_settings: dict[str, Any] | None = None):
         self.seed = seed
+        self.torch_settings = torch_settings or {}
         self.seeded: list[str] = []
         self._hook: _SeedOnImport | None = None
 
@@ -60,6 +64,30 @@ class Seeder:
     def _seed(self, name: str) -> None:
         seed_library(name, self.seed)
         self.seeded.append(name)
+        if name == "torch" and self.torch_settings:
+            apply_torch_settings(sys.modules["torch"], self.torch_settings)
+
+
+def apply_torch_settings(torch: Any, settings: dict[str, Any]) -> None:
+    """Set what `determinism()` reads; a setting torch refuses now (the inter-op thread
+    count once parallel work has started) is left as it is: the replay reports it."""
+    threads = settings.get("torch_threads")
+    if isinstance(threads, int) and threads > 0:
+        torch.set_num_threads(threads)
+    interop = settings.get("torch_interop_threads")
+    if isinstance(interop, int) and interop > 0 and interop != torch.get_num_interop_threads():
+        try:
+            torch.set_num_interop_threads(interop)
+        except RuntimeError:
+            pass
+    if isinstance(settings.get("deterministic_algorithms"), bool):
+        torch.use_deterministic_algorithms(settings["deterministic_algorithms"],
+                                           warn_only=bool(settings.get("deterministic_warn_only")))
+    cudnn = torch.backends.cudnn
+    for key, attribute in (("cudnn_enabled", "enabled"), ("cudnn_deterministic", "deterministic"),
+                           ("cudnn_benchmark", "benchmark")):
+        if isinstance(settings.get(key), bool):
+            setattr(cudnn, attribute, settings[key])
 
 
 class _SeedOnImport:

@@ -139,7 +139,7 @@ class _ProjectFiles:
         for root in self.skip_roots:
             if root == "" or rel == root or rel.startswith(root + os.sep):
                 return None
-        if self._in_venv(parts[:-1]):
+        if self._in_venv(parts[:-1]) or not self._really_inside(path):
             return None
         return "/".join(parts)
 
@@ -159,6 +159,19 @@ class _ProjectFiles:
         if real == self.real_base:
             return name
         return None
+
+    def _really_inside(self, path: str) -> bool:
+        """A symlink in the project pointing out of it (to a dataset folder, a home
+        directory) is never followed out: what it leads to is not project code."""
+        directory = os.path.dirname(path)
+        real = self.real_dirs.get(directory)
+        if real is None:
+            real = self.real_dirs[directory] = os.path.realpath(directory)
+        if real != self.real_base and not real.startswith(self.real_base + os.sep):
+            return False
+        if os.path.islink(path):  # a link to one file: where it leads is what counts
+            return os.path.realpath(path).startswith(self.real_base + os.sep)
+        return True
 
     def _in_venv(self, dir_parts: list[str]) -> bool:
         """Whether a directory between the base and the file holds `pyvenv.cfg`."""

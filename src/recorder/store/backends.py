@@ -31,6 +31,10 @@ DEFAULT_STORE = ".recorder"
 DATABASE = "recorder"
 SERVER_TIMEOUT_MS = 2000
 _MONGOMOCK_CLIENTS: dict[str, Any] = {}
+# One thread imports a driver at a time. While `preload`'s thread imported pymongo, the
+# flusher's own `import pymongo` was seen (1 run in 50, 16 processes on 2 cores, CPython
+# 3.11) to get the module half initialised: "module 'pymongo' has no attribute 'MongoClient'".
+_DRIVER_IMPORT = threading.Lock()
 
 
 @dataclass
@@ -52,9 +56,14 @@ class Backend:
 
 def _import_quietly(module: str) -> None:
     try:
-        importlib.import_module(module)
+        _driver(module)
     except ImportError:  # the flusher reports it when it connects
         pass
+
+
+def _driver(module: str):
+    with _DRIVER_IMPORT:
+        return importlib.import_module(module)
 
 
 def resolve_url(store: str | os.PathLike | None) -> str:
@@ -101,29 +110,34 @@ def user_spool_dir(url: str) -> Path:
 
 
 def _mongodb(url: str):
-    import pymongo
-
-    client = pymongo.MongoClient(
-        url,
-        serverSelectionTimeoutMS=SERVER_TIMEOUT_MS,
-        connectTimeoutMS=SERVER_TIMEOUT_MS,
-        socketTimeoutMS=10_000,
-    )
+    pymongo = _driver("pymongo")
+    try:
+        client = pymongo.MongoClient(
+            url,
+            serverSelectionTimeoutMS=SERVER_TIMEOUT_MS,
+            connectTimeoutMS=SERVER_TIMEOUT_MS,
+            socketTimeoutMS=10_000,
+        )
+    except (ValueError, pymongo.errors.ConfigurationError) as exc:
+        # a URL pymongo cannot read (an unescaped `/` in the password: a plain ValueError),
+        # or an SRV name that does not resolve: one line, the password masked
+        reason = mask_url_passwords(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        raise StoreError(f"cannot use the store {mask_url_passwords(url)}: {reason}") from None
     return client.get_default_database(DATABASE)
 
 
 def _mongomock(url: str):
-    import mongomock
-
+    mongomock = _driver("mongomock")
     if url not in _MONGOMOCK_CLIENTS:
         _MONGOMOCK_CLIENTS[url] = mongomock.MongoClient()
     return _MONGOMOCK_CLIENTS[url][DATABASE]
 
 
 def _embedded(path: Path):
-    import litemongo
-
-    path.mkdir(parents=True, exist_ok=True)
+    litemongo = _driver("litemongo")
+    # litemongo checks, then creates its folders: two processes opening a new store at
+    # once made one fail with "File exists" (seen with 8). Created here, race-free.
+    (path / "db" / DATABASE).mkdir(parents=True, exist_ok=True)
     return litemongo.connect(str(path / "db"))[DATABASE]
 
 

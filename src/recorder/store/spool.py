@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .backends import FileLock
+from .storable import repaired
 
 
 class Spool:
@@ -34,7 +35,7 @@ class Spool:
         import bson  # only a run that lost its database pays for it
 
         with self.lock.hold(), open(self.path, "ab") as f:
-            f.write(b"".join(bson.encode(op) for op in ops))
+            f.write(b"".join(_encoded(bson, op) for op in ops))
             f.flush()
             os.fsync(f.fileno())
 
@@ -49,6 +50,18 @@ class Spool:
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
+
+
+def _encoded(bson, op: dict) -> bytes:
+    """An operation as BSON; one holding a value BSON refuses is kept as its storable copy
+    (store/storable.py) rather than failing the append, and every write after it."""
+    try:
+        return bson.encode(op)
+    except Exception:  # InvalidDocument, OverflowError, UnicodeEncodeError...
+        fixed = repaired(op)
+        if fixed is None:
+            raise
+        return bson.encode(fixed[0])
 
 
 def spools(directory: Path) -> list[Spool]:

@@ -17,6 +17,7 @@ from ..errors import RunNotFound
 from . import files as fs
 
 RUNS, METRICS, EVENTS, HISTOGRAMS, COUNTERS = "runs", "metrics", "events", "histograms", "counters"
+EMBEDDINGS = "embeddings"
 UIDS = "run_uids"  # uid -> run id by primary key: the embedded engine scans for any other field
 DUPLICATE_KEY = 11000
 DEFAULT_HEARTBEAT = 5.0  # seconds; a run records its own in meta.heartbeat_interval
@@ -161,11 +162,22 @@ class Store:
                 s[key].extend(chunk.get(key, []))
         return series
 
+    def documents(self, collection: str, run_id: int) -> list[dict]:
+        """A run's events, histograms or embeddings, in step order."""
+        docs = self.db[collection].find({"run_id": run_id})
+        return sorted(docs, key=lambda d: (_number(d.get("step", d.get("first_step"))),
+                                           str(d["_id"])))
+
     def count(self, collection: str, run_id: int) -> int:
         return self.db[collection].count_documents({"run_id": run_id})
 
     def get_file(self, sha: str) -> bytes | None:
         return fs.get_file(self.db, sha)
+
+    def file_length(self, sha: str) -> int | None:
+        """A stored file's size in bytes, or None when it is not in the store (`show`)."""
+        meta = self.db["fs.files"].find_one({"_id": sha}, {"length": 1})
+        return meta.get("length") if meta else None
 
     # -- removal -----------------------------------------------------------------------
 
@@ -177,7 +189,7 @@ class Store:
             for other in self.db[RUNS].find({"_id": {"$ne": run_id}}):
                 still_used.update(file_ids(other))
             removed = {c: self.db[c].delete_many({"run_id": run_id}).deleted_count
-                       for c in (METRICS, EVENTS, HISTOGRAMS)}
+                       for c in (METRICS, EVENTS, HISTOGRAMS, EMBEDDINGS)}
             self.db[RUNS].delete_one({"_id": run_id})
             self.db[UIDS].delete_many({"run_id": run_id})
             removed["files"] = fs.delete_files(self.db, set(file_ids(run)) - still_used)
@@ -209,6 +221,10 @@ def _as_datetime(value) -> datetime | None:
         except ValueError:
             return None
     return None
+
+
+def _number(value) -> float:
+    return value if isinstance(value, (int, float)) else float("inf")
 
 
 def _list(value) -> list:

@@ -298,16 +298,28 @@ def sources(run: RunArg, out: TreeDirOpt, store: StoreOpt = None, as_json: JsonO
 
 
 @app.command("compare")
-def compare(a: Annotated[str, typer.Argument(metavar="A", help="A run id, or 'last'.")],
-            b: Annotated[str, typer.Argument(metavar="B", help="A run id, or 'last'.")],
+def compare(runs: Annotated[list[str], typer.Argument(
+                metavar="A B [C ...]", help="Run ids, or 'last'; each is compared with A.")],
             store: StoreOpt = None, tolerance: ToleranceOpt = 0.0, ignore: IgnoreOpt = None,
+            plot: Annotated[bool, typer.Option(
+                "--plot", help="Also draw the runs' shared metrics, one colour per run.")] = False,
+            out: Annotated[Path, typer.Option("--out", help="The folder for --plot.")] = Path(
+                "recorder-plots"),
             as_json: JsonOpt = False) -> None:
-    """Two runs side by side: config, code (a diff of their trees), environment, metrics."""
+    """Runs side by side: config, code (a diff of their trees), environment, metrics."""
     from .replay import report
     from .replay.runs import compare_runs
 
-    found = compare_runs(open_store(store), a, b, tolerance, ignore or ())
-    render.emit(found.to_dict() if as_json else found, as_json, report.comparison)
+    if len(runs) < 2:
+        raise RecorderError("compare needs at least two runs: recorder compare A B [C ...]")
+    db = open_store(store)
+    for other in runs[1:]:
+        found = compare_runs(db, runs[0], other, tolerance, ignore or ())
+        render.emit(found.to_dict() if as_json else found, as_json, report.comparison)
+    if plot:
+        from .figures import compare_plot
+
+        print(f"wrote {compare_plot(db, runs, out)}", file=sys.stderr if as_json else sys.stdout)
 
 
 @app.command("env")

@@ -55,6 +55,30 @@ def plot_run(store: Store, ref: int | str, out: Path, fmt: str = "png",
     return done
 
 
+def compare_plot(store: Store, refs: list[str], out: Path, fmt: str = "png") -> Path:
+    """One figure overlaying the runs' shared metrics; raises when there is nothing to draw."""
+    from . import plots
+    from .errors import RecorderError
+    from .render import compact, config_columns, flatten
+
+    if fmt not in FORMATS:
+        raise RecorderError(f"unknown format {fmt!r}: use {' or '.join(FORMATS)}")
+    runs = [store.get_run(ref) for ref in refs]
+    configs = [flatten(run.get("config")) for run in runs]
+    keys = [k for k in config_columns(runs, limit=4)
+            if len({repr(config.get(k)) for config in configs}) > 1]  # only what differs
+    labelled = []
+    for run, config in zip(runs, configs, strict=True):
+        label = " ".join(f"{k}={compact(config.get(k), 12)}" for k in keys)
+        labelled.append((f"run {run['_id']}" + (f": {label}" if label else ""),
+                         store.metrics(run["_id"])))
+    figure = plots.overlay(labelled)
+    if isinstance(figure, str):
+        raise RecorderError(f"nothing to plot: {figure}")
+    out.mkdir(parents=True, exist_ok=True)
+    return plots.save(figure, out / f"compare_{'_'.join(str(r['_id']) for r in runs)}.{fmt}")
+
+
 def findings_of(run: dict, series: dict, events: list[dict]) -> list[Finding]:
     """The diagnoses stored when the run ended, or computed now for a run still going."""
     stored = run.get("diagnoses")

@@ -176,6 +176,32 @@ def embeddings(snapshots: Sequence[Mapping[str, Any]], projection: str = "pca") 
     return fig
 
 
+def overlay(runs: Sequence[tuple[str, Mapping[str, Mapping[str, list]]]]) -> Figure | str:
+    """The metrics every run has, one panel each, one colour per run (labelled in the legend
+    with the config values that differ between the runs)."""
+    shared = [n for n in runs[0][1] if not n.startswith("grad/")
+              and all(n in series for _, series in runs[1:])]
+    if not shared:
+        return "the runs have no metric in common"
+    cols = min(3, len(shared))
+    rows = math.ceil(len(shared) / cols)
+    fig = Figure(figsize=(5 * cols, 3.6 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for ax, name in zip(axes.flat, shared, strict=False):
+        for color, (label, series) in zip(colormaps["tab10"].colors, runs, strict=False):
+            ax.plot(series[name]["steps"], _floats(series[name]["values"]), color=color,
+                    label=label)
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("step")
+    for ax in axes.flat[len(shared):]:
+        ax.set_visible(False)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(runs), 3), fontsize=8,
+               bbox_to_anchor=(0.5, -0.02 - 0.04 * math.ceil(len(runs) / 3)))
+    fig.tight_layout()
+    return fig
+
+
 def project(vectors: np.ndarray, method: str = "pca") -> np.ndarray:
     """N x D -> N x 2: PCA (numpy), or t-SNE / UMAP when their packages are installed."""
     vectors = np.nan_to_num(np.asarray(vectors, dtype=float))

@@ -160,3 +160,40 @@ def test_plot_command_lists_what_it_wrote(store, tmp_path):
     assert any(line.startswith("diagnosis: overfitting from step") for line in lines)
     bad = CliRunner().invoke(app, ["plot", "last", "--store", store, "--format", "gif"])
     assert bad.exit_code == 2 and "unknown format 'gif'" in bad.stderr
+
+
+def test_compare_plot_overlays_shared_metrics_with_the_differing_config(store, tmp_path):
+    @recorder.experiment(store=store)
+    def train_model(lr: float = 0.1, batch: int = 32, seed: int = 0):
+        for step in range(20):
+            recorder.log({"train_loss": lr / (step + 1), "val_loss": lr / (step + 2)}, step=step)
+        if lr > 0.2:
+            recorder.log("only_here", 1.0)
+
+    for lr in (0.1, 0.3, 0.5):
+        train_model(lr=lr)
+    result = CliRunner().invoke(app, ["compare", "1", "2", "3", "--plot", "--store", store,
+                                      "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    path = tmp_path / "compare_1_2_3.png"
+    assert f"wrote {path}" in result.stdout and imread(path).shape[0] > 250
+    figure = plots.overlay([(f"run {i}", open_store(store).metrics(i)) for i in (1, 2, 3)])
+    assert [ax.get_title() for ax in figure.axes if ax.get_visible()] == ["train_loss", "val_loss"]
+    legend = figure.legends[0]
+    assert [t.get_text() for t in legend.get_texts()] == ["run 1", "run 2", "run 3"]
+    colors = {line.get_color() for line in figure.axes[0].get_lines()}
+    assert len(colors) == 3  # one colour per run
+
+
+def test_compare_plot_labels_runs_with_the_config_that_differs(store, tmp_path):
+    @recorder.experiment(store=store)
+    def train_model(lr: float = 0.1, batch: int = 32):
+        recorder.log("loss", lr)
+
+    train_model(lr=0.1)
+    train_model(lr=0.2)
+    from recorder.figures import compare_plot
+
+    path = compare_plot(open_store(store), ["1", "2"], tmp_path, "svg")
+    text = path.read_text()
+    assert "run 1: lr=0.1" in text and "run 2: lr=0.2" in text and "batch" not in text

@@ -87,6 +87,11 @@ def resolve(func: Callable, args: tuple, kwargs: dict, overrides: Mapping[str, s
     var_keyword = next((p.name for p in signature.parameters.values()
                         if p.kind is p.VAR_KEYWORD), None)
     extra = values.pop(var_keyword, {}) if var_keyword else {}
+    var_positional = next((p.name for p in signature.parameters.values()
+                           if p.kind is p.VAR_POSITIONAL), None)
+    if var_positional and values.pop(var_positional, ()):
+        raise ConfigError(f"positional arguments beyond the named parameters (*{var_positional}) "
+                          "have no config key: pass them as named parameters")
     call = {k: values[k] for k in names} | extra
     return ResolvedConfig(kwargs=call, config=bson_safe(call))
 

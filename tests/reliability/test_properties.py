@@ -155,3 +155,21 @@ def test_any_sequence_of_points_round_trips_in_order(small_chunks, points):
         assert stored[name]["steps"] == series["steps"], name
         assert same(stored[name]["values"], series["values"]), name
         assert len(stored[name]["timestamps"]) == len(series["steps"])
+
+
+def test_var_keyword_arguments_arrive_flat_and_var_positional_ones_are_refused():
+    """Found by the round trip above: `**extra` used to arrive as `extra={'extra': {...}}`
+    (and be stored so); extra positional values, once that was fixed, would have been
+    dropped without a word."""
+    store = f"mongomock://{uuid.uuid4().hex}"
+
+    @recorder.experiment(store=store)
+    def train(lr: float = 0.1, *rest, **extra):
+        return {"rest": list(rest), "extra": extra}
+
+    assert train(lr=0.2, momentum=0.9) == {"rest": [], "extra": {"momentum": 0.9}}
+    assert open_store(store).find_runs()[0]["config"] == {"lr": 0.2, "momentum": 0.9}
+    with pytest.raises(RecorderError, match=r"positional arguments beyond the named "
+                                            r"parameters \(\*rest\) have no config key"):
+        train(0.2, 5)
+    assert len(open_store(store).find_runs()) == 1

@@ -43,6 +43,7 @@ class Flusher:
         self._collecting = threading.Lock()  # one collect at a time, enqueued in order
         self._stop = threading.Event()
         self._abandoned = False
+        self.lost = 0  # writes neither delivered nor spooled
         self._offline_since: float | None = None
         self._next_retry = 0.0
         self._repairs_told = False
@@ -63,7 +64,7 @@ class Flusher:
             if self._thread.is_alive():  # stuck on the network: a spool of its own takes over
                 self._abandoned = True
                 at_exit = Spool(self.backend.spool_dir, self.spool.uid, "exit")
-                at_exit.append(list(self._pending))
+                self._keep(at_exit, list(self._pending))
                 self._pending.clear()
                 self._warn(f"could not finish writing to {self.backend.url} within {timeout:.0f} s: "
                            f"the rest is kept in {at_exit.path}; `recorder sync` delivers it")
@@ -97,6 +98,16 @@ class Flusher:
             warn_if_network(self.backend.url)  # NFS, Lustre...: its locks are not safe there
         return True
 
+    def _keep(self, spool: Spool, ops: list[dict]) -> None:
+        """To the spool; when even that fails (a full disk, a read-only folder) the writes
+        are lost, and the user is told how many and why: the run itself goes on."""
+        try:
+            spool.append(ops)
+        except OSError as exc:
+            self.lost += len(ops)
+            self._warn(f"cannot keep {len(ops)} writes in {spool.path} ({exc}): they are lost "
+                       f"({self.lost} so far); the run goes on")
+
     def _take(self, ops: list[dict]) -> None:
         with self._lock:
             self._pending.extend(ops)
@@ -105,7 +116,7 @@ class Flusher:
         if self._offline_since is not None and not self._reconnect():
             with self._lock:
                 if not self._abandoned:
-                    self.spool.append(list(self._pending))
+                    self._keep(self.spool, list(self._pending))
                 self._pending.clear()
             return
         while self._pending:
@@ -118,7 +129,7 @@ class Flusher:
                 self._go_offline(exc)
                 with self._lock:
                     if not self._abandoned:
-                        self.spool.append(list(self._pending))
+                        self._keep(self.spool, list(self._pending))
                     self._pending.clear()
                 return
             if op["op"] == "insert_run":

@@ -103,3 +103,21 @@ def test_an_unreachable_store_spools_every_write_and_the_spool_rebuilds_the_run(
     assert list(zip(metrics["loss"]["steps"], metrics["loss"]["values"])) == logged
     assert metrics["acc"]["steps"] == [0, 1, 2, 3, 4]
     assert metrics["acc"]["values"] == [0.0, 0.1, 0.2, 0.3, 0.4]
+
+
+def test_a_spool_that_cannot_be_written_loses_writes_loudly_but_never_stops_the_run(
+        tmp_path, capfd):
+    (tmp_path / "full").write_text("a file where the spool folder should be")
+    backend = Backend(url="mongodb://nowhere.invalid/db", kind="mongodb",
+                      spool_dir=tmp_path / "full" / "spool", connect=refused)
+    uid = uuid.uuid4().hex
+    run = Run(uid, {}, lambda collect: Flusher(backend, uid, collect, interval=0.02,
+                                               retry_interval=60.0))
+    run.start({"uid": uid, "status": "RUNNING", "start_time": START}, {})
+    for step in range(100):
+        run.log("loss", float(step))
+        time.sleep(0.001)
+    assert run.finish({"status": "COMPLETED"}, timeout=5) is False
+    assert run._flusher.lost > 0 and not run._flusher._thread.is_alive()
+    err = capfd.readouterr().err
+    assert "they are lost" in err and "the run goes on" in err

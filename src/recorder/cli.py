@@ -112,7 +112,7 @@ def run(
     script: Annotated[str, typer.Argument(
         metavar="SCRIPT", help="The Python file (with -m: the module) to run.")],
     args: Annotated[list[str] | None, typer.Argument(
-        metavar="[ARGS]...", help="The script's arguments, passed on untouched.")] = None,
+        metavar="ARGS", help="The script's arguments, passed on untouched.")] = None,
     module: Annotated[bool, typer.Option(
         "-m", help="Run SCRIPT as a module, as `python -m SCRIPT` does.")] = False,
     name: Annotated[str | None, typer.Option(

@@ -96,7 +96,7 @@ def launch(target: str, args: Sequence[str] = (), *, module: bool = False,
     output = OutputTail()
     run = Run(uid, config.stored, lambda collect: Flusher(backend, uid, collect),
               output=output, redact=redactor.text)
-    parser = logparse.MetricParser(run.log, compiled, default_patterns,
+    parser = logparse.MetricParser(_in_this_process(run.log), compiled, default_patterns,
                                    is_secret=lambda text: redactor.text(text) != text)
     stdout = sys.stdout
     lines = sys.stdout = logparse.MetricLines(stdout, parser.feed)
@@ -132,6 +132,18 @@ def launch(target: str, args: Sequence[str] = (), *, module: bool = False,
     if interrupt is not None:
         raise interrupt
     return code
+
+
+def _in_this_process(log: Callable) -> Callable:
+    """`log`, silently skipped in a forked child (a DataLoader worker printing a line): only
+    the process that started the run logs (run.py warns about explicit calls there)."""
+    pid = os.getpid()
+
+    def log_here(name: str, value: Any, step: int) -> None:
+        if os.getpid() == pid:
+            log(name, value, step)
+
+    return log_here
 
 
 def resolve(target: str, args: list[str], module: bool) -> Target:

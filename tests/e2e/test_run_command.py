@@ -46,6 +46,7 @@ parser.add_argument("--optim", type=Optim, default=Optim.SGD)
 parser.add_argument("--api-key", default="")
 parser.add_argument("--name", default="none")
 parser.add_argument("--exit", type=int, default=0)
+parser.add_argument("--data", default=os.path.join(os.path.dirname(__file__), "data"))
 args = parser.parse_args()
 print("argv", sys.argv, "name", __name__, "file", __file__)
 print("cwd", os.getcwd(), "path0", sys.path[0])
@@ -159,7 +160,8 @@ def test_runs_the_script_as_python_would_and_records_it(repo):
     assert doc["experiment"]["name"] == "train"
     # config: argparse's values, typed, defaults included, the secret redacted
     assert doc["config"] == {"lr": 0.5, "epochs": 2, "save": "model.pt", "optim": "adam",
-                             "api_key": "<redacted>", "name": "x", "exit": 0}
+                             "api_key": "<redacted>", "name": "x", "exit": 0,
+                             "data": str(repo / "data")}
     assert type(doc["config"]["epochs"]) is int
     assert doc["config_hash"] == config_hash(doc["config"])
     entry = doc["entrypoint"]
@@ -332,6 +334,24 @@ def test_a_script_without_argparse_records_its_argv_and_custom_patterns(repo):
         "--metric-pattern", r"(?P<name>acc) (?P<value>\S+)", "--no-default-patterns"]
 
 
+def test_lines_printed_by_a_forked_child_are_not_metrics(repo):
+    write(repo, {"workers.py": """
+        import os
+        print("loss: 1.0", flush=True)
+        pid = os.fork()
+        if pid == 0:
+            print("loss: 99.0", flush=True)  # a DataLoader worker, say
+            os._exit(0)
+        os.waitpid(pid, 0)
+        print("loss: 2.0", flush=True)
+        """})
+    done = recorder(repo, "run", "workers.py")
+    assert done.returncode == 0 and done.stdout.count("loss:") == 3
+    assert "warning" not in done.stderr, done.stderr
+    _, _, metrics = last_run(repo)
+    assert metrics["loss"]["values"] == [1.0, 2.0]
+
+
 def replay(cwd, *args):
     return recorder(cwd, "replay", *args, timeout=300)
 
@@ -366,7 +386,10 @@ def test_replay_reruns_the_script_and_leaves_timings_out(repo, tmp_path):
     db = open_store(repo / ".recorder")
     new = db.get_run("last")
     assert new["replay_of"] == original["_id"] and new["replay"]["verdict"] == "reproduced"
-    assert new["config"] == original["config"] and new["seed"] == original["seed"]
+    assert new["seed"] == original["seed"] and new["replay"]["config_same"]
+    # the same config, but for the default path built from __file__: the rebuilt tree's
+    assert new["config"]["data"] != original["config"]["data"] == str(repo / "data")
+    assert {**new["config"], "data": None} == {**original["config"], "data": None}
     assert db.metrics(new["_id"])["loss"] == {
         k: v for k, v in db.metrics(original["_id"])["loss"].items() if k != "timestamps"
     } | {"timestamps": db.metrics(new["_id"])["loss"]["timestamps"]}

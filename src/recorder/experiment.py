@@ -45,9 +45,9 @@ def experiment(func: Callable | None = None, *, name: str | None = None,
 
     @functools.wraps(func)
     def recorded(*args: Any, **kwargs: Any) -> Any:
-        if current_run() is not None:  # already inside a run: one run, not two
-            return func(*args, **kwargs)
         try:
+            if current_run() is not None:  # already inside a run: one run, not two
+                return _within(current_run(), func, args, kwargs)
             return _record(func, name or func.__name__, store, args, kwargs)
         except RecorderError as exc:
             if func.__module__ != "__main__":
@@ -56,6 +56,24 @@ def experiment(func: Callable | None = None, *, name: str | None = None,
             raise SystemExit(2) from None
 
     return recorded
+
+
+def _within(run: Run, func: Callable, args: tuple, kwargs: dict) -> Any:
+    """A decorated script under `recorder run`: its argv `key=value` overrides apply as
+    they would under `python script.py`, and its config becomes the run's."""
+    if args or kwargs or func.__module__ != "__main__":
+        return func(*args, **kwargs)
+    from . import config as cfg
+    from .redact import Redactor
+
+    overrides, rest = cfg.split_argv(sys.argv[1:])
+    resolved = cfg.resolve(func, args, kwargs, overrides)
+    sys.argv[1:] = rest
+    stored = Redactor().config(resolved.config)
+    run.function_config = stored  # what argparse parses later is merged over it
+    run.config = stored
+    run.update(config=stored, config_hash=cfg.config_hash(stored))
+    return func(**resolved.kwargs)
 
 
 def _record(func: Callable, name: str, store, args: tuple, kwargs: dict) -> Any:

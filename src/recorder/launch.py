@@ -293,7 +293,7 @@ class ScriptConfig:
 
     def parsed(self, values: Mapping[str, Any], run) -> None:
         self._values = {**(self._values or {}), **storable(values)}
-        self.stored = self._redactor.config(self._values)
+        self.stored = self._redactor.config({**(run.function_config or {}), **self._values})
         self.hash = self._hash(self.stored)
         run.config = self.stored
         run.update(config=self.stored, config_hash=self.hash)

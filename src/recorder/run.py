@@ -60,6 +60,7 @@ class Run:
         self._documents: dict[str, dict[str, dict]] = {}
         self._emitted = 0
         self.counters: dict[str, int] = {}  # next step of things logged without one
+        self.function_config: dict | None = None  # a decorated main's, under `recorder run`
         from .diagnose import Evidence  # not at import: `import recorder` stays light
 
         self.evidence = Evidence()  # for the diagnoses stored when the run ends

@@ -297,7 +297,7 @@ def test_a_module_and_a_script_that_is_decorated(repo):
         if __name__ == "__main__":
             main()
         """})
-    done = recorder(repo, "run", "-m", "pkg.train", "--steps", "3")
+    done = recorder(repo, "run", "-m", "pkg.train", "--steps", "3", "scale=4")
     assert done.returncode == 0, done.stderr
     store = open_store(repo / ".recorder")
     assert len(store.find_runs({})) == 1  # one run, not two
@@ -306,8 +306,8 @@ def test_a_module_and_a_script_that_is_decorated(repo):
     assert doc["entrypoint"]["kind"] == "module" and doc["entrypoint"]["module"] == "pkg.train"
     assert doc["entrypoint"]["file"] == "pkg/train.py"
     assert doc["experiment"]["name"] == "pkg.train"
-    assert doc["config"] == {"steps": 3}
-    assert metrics["logged"]["values"] == [0.0, 2.0, 4.0]
+    assert doc["config"] == {"scale": 4.0, "steps": 3}  # the override applies as under python
+    assert metrics["logged"]["values"] == [0.0, 4.0, 8.0]
     assert metrics["printed"]["values"] == [0, 1, 2]
     assert [a["name"] for a in doc["artifacts"]] == ["train.py"]
     assert "pkg/train.py" in dict(doc["experiment"]["sources"])

@@ -124,30 +124,39 @@ def gradient_histograms(histograms: Sequence[Mapping[str, Any]], order: Sequence
 
 
 def nonfinite_timeline(events: Sequence[Mapping[str, Any]]) -> Figure | str:
-    """NaN/Inf events per step and module; the origin marked."""
-    found = [e for e in events if e.get("kind") == "nonfinite"]
-    if not found:
+    """NaN/Inf per step and module: the origin as a red star, the modules it reached in
+    that step as grey dots, and each module's later non-finite steps as a grey span."""
+    origins = [e for e in events if e.get("kind") == "nonfinite" and e.get("origin")]
+    spans = [e for e in events if e.get("kind") == "nonfinite_summary"]
+    if not origins and not spans:
         return "no NaN or Inf was recorded"
-    modules = list(dict.fromkeys(str(e.get("module")) for e in found))
-    fig = Figure(figsize=(9, max(3, 0.4 * len(modules) + 1.5)))
+    rows: list[str] = []
+    for origin in origins:
+        rows.append(str(origin.get("module")))
+        rows.extend(str(p.get("module")) for p in origin.get("propagation") or [])
+    rows.extend(str(e.get("module")) for e in spans)
+    rows = list(dict.fromkeys(rows))
+    fig = Figure(figsize=(9, max(3, 0.4 * len(rows) + 1.5)))
     ax = fig.subplots()
-    for e in found:
-        y = modules.index(str(e.get("module")))
-        first = e.get("first_step", e.get("step"))
-        last = e.get("last_step", first)
-        if first is None:
-            continue
-        ax.plot([first, last], [y, y], color="grey", linewidth=2, alpha=0.6)
-        origin = e.get("origin", False)
-        ax.scatter([first], [y], marker="*" if origin else "o", s=160 if origin else 30,
-                   color=VANISHING_COLOR if origin else "grey", zorder=3,
-                   gid="origin" if origin else None)
-        if origin:
-            ax.annotate(f"origin ({e.get('phase')}, step {first})", (first, y),
-                        textcoords="offset points", xytext=(6, 6), fontsize=8)
-    ax.set_yticks(range(len(modules)), modules, fontsize=8)
+    for span in spans:
+        y = rows.index(str(span.get("module")))
+        ax.plot([span.get("first_step"), span.get("last_step")], [y, y], color="grey",
+                linewidth=3, alpha=0.5)
+        ax.annotate(f"{span.get('count')} steps", (span.get("last_step"), y),
+                    textcoords="offset points", xytext=(4, -3), fontsize=7)
+    for origin in origins:
+        step = origin.get("step")
+        reached = [rows.index(str(p.get("module"))) for p in origin.get("propagation") or []]
+        if reached:
+            ax.scatter([step] * len(reached), reached, s=30, color="grey", zorder=3)
+        y = rows.index(str(origin.get("module")))
+        ax.scatter([step], [y], marker="*", s=200, color=VANISHING_COLOR, zorder=4, gid="origin")
+        ax.annotate(f"origin ({origin.get('phase')}, step {step})", (step, y),
+                    textcoords="offset points", xytext=(6, 6), fontsize=8)
+    ax.set_yticks(range(len(rows)), rows, fontsize=8)
+    ax.invert_yaxis()
     ax.set_xlabel("step")
-    ax.set_title("non-finite values: where and when", fontsize=10)
+    ax.set_title("non-finite values: where they started and where they went", fontsize=10)
     return fig
 
 

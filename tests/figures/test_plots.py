@@ -55,10 +55,11 @@ def record_full_run(store):
                                             "counts": counts[0].tolist(), "nan": 0,
                                             "posinf": 0, "neginf": 0})
         run.emit("events", {"kind": "nonfinite", "module": "0", "phase": "forward",
-                            "step": 120, "origin": True, "first_step": 120, "last_step": 140,
-                            "count": 21})
-        run.emit("events", {"kind": "nonfinite", "module": "2", "phase": "forward",
-                            "step": 120, "origin": False, "first_step": 120, "last_step": 140})
+                            "step": 120, "origin": True, "propagation": [
+                                {"module": "1", "phase": "forward"},
+                                {"module": "2", "phase": "forward"}]})
+        run.emit("events", {"kind": "nonfinite_summary", "module": "0", "first_step": 121,
+                            "last_step": 140, "count": 20})
         labels = [i % 3 for i in range(300)]
         points = np.random.default_rng(0).normal(size=(300, 16)) + np.array(labels)[:, None] * 3
         recorder.log_embedding("features", points, labels=labels)
@@ -111,6 +112,9 @@ def test_the_nan_origin_is_marked(store):
     figure = plots.nonfinite_timeline(open_store(store).documents("events", run["_id"]))
     origins = [c for c in figure.axes[0].collections if c.get_gid() == "origin"]
     assert len(origins) == 1 and origins[0].get_offsets().tolist() == [[120, 0]]
+    reached = [c for c in figure.axes[0].collections if c.get_gid() != "origin"]
+    assert reached[0].get_offsets().tolist() == [[120, 1], [120, 2]]  # propagation, not origins
+    assert [t.get_text() for t in figure.axes[0].get_yticklabels()] == ["0", "1", "2"]
 
 
 def test_a_run_without_gradients_or_validation_says_what_is_missing(store, tmp_path):

@@ -286,7 +286,8 @@ def test_rm_removes_the_run_its_metrics_and_its_own_files(store_copy):
 
     result = invoke("rm", "1", "--store", store_copy)
     assert result.exit_code == 0, result.output
-    assert result.stdout.startswith("removed run 1: 2 metric chunks, 0 events, 0 histograms, 1 files")
+    assert result.stdout.startswith("removed run 1: 2 metric chunks, 0 events, 0 histograms, "
+                                    "0 embeddings, 1 files")
     assert db.runs.find_one({"_id": 1}) is None
     assert db.metrics.count_documents({"run_id": 1}) == 0
     assert db["fs.files"].find_one({"_id": artifact}) is None

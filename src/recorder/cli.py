@@ -183,8 +183,12 @@ def show(run: RunArg, store: StoreOpt = None, as_json: JsonOpt = False) -> None:
     doc = db.get_run(run)
     if as_json:
         return render.emit(doc, True, render.run_details)
+    from .figures import findings_of
+
     run_id, diff_id = doc["_id"], render.get(doc, "git.diff_file_id")
-    shown = {"run": doc, "metrics": db.metrics(run_id),
+    metrics, events = db.metrics(run_id), db.documents("events", run_id)
+    shown = {"run": doc, "metrics": metrics, "events": events,
+             "findings": findings_of(doc, metrics, events),
              "counts": {name: db.count(name, run_id) for name in ("events", "histograms")},
              "diff_bytes": db.file_length(diff_id) if isinstance(diff_id, str) else None}
     render.emit(shown, False, render.run_details)

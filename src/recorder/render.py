@@ -203,7 +203,8 @@ def run_details(out: Console, shown: dict) -> None:
     run = shown["run"]
     sections = [("", _header), ("config", _config), ("result", _result), ("git", _git),
                 ("environment", _environment), ("sources", _sources),
-                ("metrics", _metrics), ("NaN/Inf and gradients", _events),
+                ("metrics", _metrics), ("diagnoses", _diagnoses),
+                ("NaN/Inf and gradients", _events),
                 ("artifacts", _artifacts), ("fail trace", _trace)]
     for title, section in sections:
         try:
@@ -367,6 +368,13 @@ def _metrics(run: dict, shown: dict) -> Iterable[Any]:
     yield from _pairs(*((name, count) for name, count in counts.items()))
 
 
+def _diagnoses(run: dict, shown: dict) -> Iterable[Text]:
+    """What went wrong, each one line with its evidence (recorder/diagnose.py); stored when
+    the run ended, computed now for a run still going."""
+    for finding in shown.get("findings") or []:
+        yield Text(f"  {finding.message}")
+
+
 def _events(run: dict, shown: dict) -> Iterable[Text]:
     """Where the first NaN/Inf came from, and which layers' gradients vanished or exploded
     (the events `recorder.watch` writes)."""
@@ -462,7 +470,8 @@ def removed(out: Console, report: list[tuple[int, dict[str, int]]]) -> None:
     for run_id, counts in report:
         out.print(Text(f"removed run {run_id}: {counts.get('metrics', 0)} metric chunks, "
                        f"{counts.get('events', 0)} events, {counts.get('histograms', 0)} "
-                       f"histograms, {counts.get('files', 0)} files"))
+                       f"histograms, {counts.get('embeddings', 0)} embeddings, "
+                       f"{counts.get('files', 0)} files"))
 
 
 def deliveries(out: Console, report: list[dict]) -> None:

@@ -201,3 +201,27 @@ def test_compare_plot_labels_runs_with_the_config_that_differs(store, tmp_path):
     path = compare_plot(open_store(store), ["1", "2"], tmp_path, "svg")
     text = path.read_text()
     assert "run 1: lr=0.1" in text and "run 2: lr=0.2" in text and "batch" not in text
+
+
+def test_the_vanishing_example_plots_its_layers_in_forward_order_with_the_first_red(tmp_path):
+    pytest.importorskip("torch")
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[2] / "examples" / "vanishing_gradients.py"
+    done = subprocess.run([sys.executable, str(example)], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    store = open_store(tmp_path / ".recorder")
+    run = store.get_run("last")
+    from recorder.figures import module_order
+
+    order = module_order(run)
+    assert order[:3] == ["0", "1", "2"] and order[-1] == "Sequential"
+    figure = plots.gradient_flow(store.metrics(run["_id"]), order)
+    labels = [t.get_text() for t in figure.axes[0].get_xticklabels()]
+    colors = [mcolors.to_hex(bar.get_facecolor()) for bar in figure.axes[0].patches]
+    assert labels == order
+    assert colors[0] == plots.VANISHING_COLOR and colors[-1] == plots.NORMAL_COLOR
+    assert any(d["kind"] == "vanishing" for d in run["diagnoses"])

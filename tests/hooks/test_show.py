@@ -87,9 +87,6 @@ def test_odd_event_documents_do_not_hide_the_rest(store, capsys):
     assert "first NaN   module ?" in out and "vanishing   ? (from step x" in out
 
 
-@pytest.mark.xfail(strict=True, reason="cli.show does not pass the run's events to render "
-                   "yet: it needs `\"events\": list(db.db[\"events\"].find({\"run_id\": "
-                   "run_id}))` in `shown` (cli.py is outside this change)")
 def test_recorder_show_cli(store):
     result = CliRunner().invoke(cli.app, ["show", "last", "--store", store])
     assert result.exit_code == 0, result.output

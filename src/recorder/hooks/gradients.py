@@ -13,36 +13,12 @@ from collections.abc import Mapping
 
 import torch
 
+from ..diagnose import VANISHING_FACTOR, classify  # the one definition: see diagnose.py
 from ..run import utcnow
 from .fetch import LOW_PRECISION
 
-VANISHING_FACTOR = 10.0
-EXPLODING_FACTOR = 10.0
+EXPLODING_FACTOR = VANISHING_FACTOR
 BINS = 64
-
-
-def classify(out_mean_abs: Mapping[str, float], factor: float = VANISHING_FACTOR,
-             exploding_factor: float | None = None) -> dict[str, str]:
-    """{module: "vanishing" | "exploding"} for the modules whose mean |grad_output| is more
-    than `factor` below (or `exploding_factor` above) that of the last module in
-    `out_mean_abs`, which must be in forward order. Modules within the band, non-finite
-    values, and a reference that is 0 or not finite (nothing to compare with) give nothing.
-    """
-    if not out_mean_abs:
-        return {}
-    exploding_factor = factor if exploding_factor is None else exploding_factor
-    reference = list(out_mean_abs.values())[-1]
-    if not (math.isfinite(reference) and reference > 0):
-        return {}
-    found = {}
-    for module, value in out_mean_abs.items():
-        if not math.isfinite(value):
-            continue
-        if value * factor < reference:
-            found[module] = "vanishing"
-        elif value > reference * exploding_factor:
-            found[module] = "exploding"
-    return found
 
 
 class Trends:

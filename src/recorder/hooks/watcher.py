@@ -65,12 +65,14 @@ class Watch:
                                                          "max_abs", "out_mean_abs")}
                         for n in [*self._names, *(n for n, _ in self._params)]}
         self._order: dict[int, None] = {}  # module indices in the order their outputs appear
+        self._root = root
+        self._recorded_order: list[str] = []
         self._sums = StepSums()  # the step's sums, on the device, read in one go
         self._fwd: list[tuple] = []  # (module index, output, its version, slot of its sum)
         self._seen: dict[int, tuple] = {}  # id(output) -> (output, version, slot, probe)
         self._bwd: list[tuple] = []  # (probe: module indices, grad, its version, its slot)
         self._pending_pass = False  # a grad-mode pass whose sums wait for the backward
-        self._graph_handles: list = []  # hooks put on this step's autograd nodes
+        self._graph_handles: list = []  # hooks put on the autograd nodes of this step
         self._queued = False
         self._sampled = True  # this step computes the `every` statistics
         self._limit = 8 * len(named) + 64  # entries kept before a check (submodule calls)
@@ -177,7 +179,9 @@ class Watch:
         at_ends = sums.add_all([e.float() for _, t, _ in shown for e in extremes(t)])
         slots = sums.values()  # the one read of the step
         sums.clear()
-        self._prune()
+        # their backward has run: let the handles go now (young objects are cheap to free;
+        # a graph kept with retain_graph keeps inert hooks: they check `_off` first)
+        self._graph_handles = []
         fwd_values = [slots[e[3]] for e in fwd]
         bwd_values = [slots[e[3]] for e in bwd]
         if sampled:
@@ -218,6 +222,7 @@ class Watch:
         for (name, _), norm, count in zip(grads, norm_values, counts):
             log(metric[name]["norm"], norm, step)
             log(metric[name]["nonfinite"], count, step)
+        self._record_order()
         self.trends.update(step, out_mean_abs)
 
     @staticmethod
@@ -244,16 +249,22 @@ class Watch:
                 log(metric[name]["max_abs"], max_abs, step)
             emit("histograms", histogram_doc(name, kind, step, t.numel(), values))
 
+    def _record_order(self) -> None:
+        """The modules in forward order, in the run's `info.watched`: plots draw gradient
+        flow in that order. A new list each time, so the heartbeat sees the change."""
+        order = [self._names[i] for i in self._order]
+        if order != self._recorded_order:
+            self._recorded_order = order
+            others = [w for w in self._run.info.get("watched", []) if w.get("name") != self._root]
+            self._run.info["watched"] = [*others, {"name": self._root, "model": type(
+                self.model).__name__, "forward_order": order}]
+
     # -- removal -------------------------------------------------------------------------
 
-    def _prune(self) -> None:
-        """Forget handles of hooks whose autograd nodes are gone (most, after a step)."""
-        if len(self._graph_handles) > 16 * len(self._modules) + 64:
-            self._graph_handles = [h for h in self._graph_handles
-                                   if h.hooks_dict_ref() is not None]
-
     def remove(self) -> None:
-        """Take every hook off the model and the autograd graph; safe to call twice."""
+        """Take every hook off the model and off the autograd graphs of passes whose
+        backward has not run yet; safe to call twice. (A graph kept with retain_graph=True
+        past its step still calls its hooks, which then do nothing.)"""
         self._off = True
         for h in [*self._handles, *self._graph_handles]:
             h.remove()

@@ -120,13 +120,23 @@ class Evidence:
     def __init__(self):
         self.curves: dict[str, dict[str, list]] = {}
         self.events: dict[str, dict] = {}
+        self._kept: dict[str, tuple[list, list] | None] = {}  # per name: where its points go
 
     def add_points(self, points: Sequence[tuple]) -> None:
+        kept = self._kept
         for name, step, value, _ in points:
-            if "loss" in name.lower() and not name.startswith("grad/"):
-                curve = self.curves.setdefault(name, {"steps": [], "values": []})
-                curve["steps"].append(step)
-                curve["values"].append(value)
+            lists = kept.get(name, False)
+            if lists is False:
+                lists = kept[name] = self._lists(name)
+            if lists is not None:
+                lists[0].append(step)
+                lists[1].append(value)
+
+    def _lists(self, name: str) -> tuple[list, list] | None:
+        if "loss" not in name.lower() or name.startswith("grad/"):
+            return None
+        curve = self.curves[name] = {"steps": [], "values": []}
+        return curve["steps"], curve["values"]
 
     def add_event(self, doc: Mapping) -> None:
         self.events[str(doc["_id"])] = dict(doc)

@@ -17,7 +17,7 @@ class Color(enum.Enum):
 
 class FakeRun:
     def __init__(self):
-        self.config, self.updates = None, {}
+        self.config, self.updates, self.function_config = None, {}, None
 
     def update(self, **fields):
         self.updates.update(fields)

@@ -207,3 +207,18 @@ def make_store(store_url):
 @pytest.fixture
 def store(make_store) -> Store:
     return make_store()
+
+
+@pytest.fixture
+def isolated_git(tmp_path, monkeypatch):
+    """Keep the machine's git config, any enclosing repository and RECORDER_STORE out of a
+    test that makes repositories in tmp_path."""
+    for name in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY",
+                 "RECORDER_STORE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", os.devnull)
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))
+    for role in ("AUTHOR", "COMMITTER"):
+        monkeypatch.setenv(f"GIT_{role}_NAME", "Test")
+        monkeypatch.setenv(f"GIT_{role}_EMAIL", "test@example.com")

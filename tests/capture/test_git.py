@@ -9,20 +9,9 @@ import pytest
 
 from recorder.capture.git import SECRET_FILE_PATTERNS, capture_git, strip_credentials
 
+pytestmark = pytest.mark.usefixtures("isolated_git")  # tests/conftest.py
+
 BINARY = bytes(range(256)) * 40
-
-
-@pytest.fixture(autouse=True)
-def isolated_git(tmp_path, monkeypatch):
-    """Keep the machine's git config and any enclosing repository out of the tests."""
-    for name in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("GIT_CONFIG_GLOBAL", os.devnull)
-    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
-    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))
-    for role in ("AUTHOR", "COMMITTER"):
-        monkeypatch.setenv(f"GIT_{role}_NAME", "Test")
-        monkeypatch.setenv(f"GIT_{role}_EMAIL", "test@example.com")
 
 
 def git(cwd: Path, *args: str) -> str:

@@ -57,15 +57,7 @@ HELPERS = "def loss(step, lr):\n    return lr / (step + 1)\n"
 
 
 @pytest.fixture
-def git_env(tmp_path, monkeypatch):
-    for name in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "RECORDER_STORE"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("GIT_CONFIG_GLOBAL", os.devnull)
-    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
-    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))
-    for role in ("AUTHOR", "COMMITTER"):
-        monkeypatch.setenv(f"GIT_{role}_NAME", "Test")
-        monkeypatch.setenv(f"GIT_{role}_EMAIL", "test@example.com")
+def git_env(isolated_git, tmp_path, monkeypatch):
     (tmp_path / "elsewhere").mkdir()
     (tmp_path / "tmp").mkdir()  # the replays' temporary trees: checked, and cleaned up
     monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))

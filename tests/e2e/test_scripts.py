@@ -44,19 +44,6 @@ if __name__ == "__main__":
 '''
 
 
-@pytest.fixture
-def git_env(tmp_path, monkeypatch):
-    for name in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("GIT_CONFIG_GLOBAL", os.devnull)
-    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
-    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))
-    monkeypatch.delenv("RECORDER_STORE", raising=False)
-    for role in ("AUTHOR", "COMMITTER"):
-        monkeypatch.setenv(f"GIT_{role}_NAME", "Test")
-        monkeypatch.setenv(f"GIT_{role}_EMAIL", "test@example.com")
-
-
 def git(cwd, *args):
     return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True,
                           text=True).stdout.strip()
@@ -90,7 +77,7 @@ def run(cwd, *args, env=None, check=True, timeout=120):
     return result
 
 
-def test_a_decorated_script_in_a_dirty_repository(tmp_path, git_env):
+def test_a_decorated_script_in_a_dirty_repository(tmp_path, isolated_git):
     repo = project(tmp_path / "proj", {
         "train.py": TRAIN,
         "helpers.py": "def loss(epoch, lr):\n    return 1.0 / (epoch + 1)\n",
@@ -150,7 +137,7 @@ def test_a_decorated_script_in_a_dirty_repository(tmp_path, git_env):
             assert TOKEN.encode() not in data and API_KEY.encode() not in data, path
 
 
-def test_run_as_a_module(tmp_path, git_env):
+def test_run_as_a_module(tmp_path, isolated_git):
     repo = project(tmp_path / "proj", {
         "pkg/__init__.py": "",
         "pkg/train.py": """
@@ -172,7 +159,7 @@ def test_run_as_a_module(tmp_path, git_env):
     assert "pkg/train.py" in dict(doc["experiment"]["sources"])
 
 
-def test_outside_a_git_repository_git_is_null(tmp_path, git_env):
+def test_outside_a_git_repository_git_is_null(tmp_path, isolated_git):
     write(tmp_path, {"plain/train.py": """
         import recorder
 
@@ -188,7 +175,7 @@ def test_outside_a_git_repository_git_is_null(tmp_path, git_env):
     assert dict(doc["experiment"]["sources"]).keys() == {"train.py"}
 
 
-def test_bad_override_is_one_line_without_traceback(tmp_path, git_env):
+def test_bad_override_is_one_line_without_traceback(tmp_path, isolated_git):
     repo = project(tmp_path / "proj", {"train.py": TRAIN, "helpers.py": "def loss(e, lr): return 0\n"})
     for arg, message in [
         ("lrr=1", "recorder: error: unknown config key 'lrr' (accepted: lr, epochs, api_key, seed)"),
@@ -199,7 +186,7 @@ def test_bad_override_is_one_line_without_traceback(tmp_path, git_env):
         assert result.stderr.strip() == message
 
 
-def test_numpy_imported_during_the_run_is_seeded_and_torch_is_never_imported(tmp_path, git_env):
+def test_numpy_imported_during_the_run_is_seeded_and_torch_is_never_imported(tmp_path, isolated_git):
     write(tmp_path, {"seeded.py": """
         import sys
         import recorder
@@ -221,7 +208,7 @@ def test_numpy_imported_during_the_run_is_seeded_and_torch_is_never_imported(tmp
     assert doc["seeded"] == ["random", "numpy"]
 
 
-def test_ctrl_c_marks_the_run_interrupted(tmp_path, git_env):
+def test_ctrl_c_marks_the_run_interrupted(tmp_path, isolated_git):
     write(tmp_path, {"slow.py": """
         import time
         import recorder
@@ -245,7 +232,7 @@ def test_ctrl_c_marks_the_run_interrupted(tmp_path, git_env):
     assert open_store(tmp_path / ".recorder").metrics(doc["_id"])["x"]["values"] == [1.0]
 
 
-def test_notebook_entry_point_is_recorded(tmp_path, git_env):
+def test_notebook_entry_point_is_recorded(tmp_path, isolated_git):
     code = textwrap.dedent("""
         import builtins
         builtins.__IPYTHON__ = True
@@ -261,7 +248,7 @@ def test_notebook_entry_point_is_recorded(tmp_path, git_env):
     assert open_store(tmp_path / ".recorder").get_run("last")["entrypoint"]["kind"] == "notebook"
 
 
-def test_the_quickstart_example(tmp_path, git_env):
+def test_the_quickstart_example(tmp_path, isolated_git):
     pytest.importorskip("torch")
     repo = project(tmp_path / "proj", {"quickstart.py": (ROOT / "examples" / "quickstart.py").read_text()})
     shutil.copy(ROOT / "LICENSE", repo / "LICENSE.txt")  # an untracked file
@@ -278,7 +265,7 @@ def test_the_quickstart_example(tmp_path, git_env):
     assert dict(doc["git"]["untracked"]).keys() == {"LICENSE.txt"}
 
 
-def test_stdout_still_reaches_the_terminal_and_the_tail_is_capped(tmp_path, git_env):
+def test_stdout_still_reaches_the_terminal_and_the_tail_is_capped(tmp_path, isolated_git):
     write(tmp_path, {"chatty.py": """
         import recorder
 

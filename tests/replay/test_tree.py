@@ -4,7 +4,6 @@ every stored file checked, and nothing written outside the tree, even for forged
 from __future__ import annotations
 
 import hashlib
-import os
 import subprocess
 import uuid
 from pathlib import Path
@@ -16,17 +15,7 @@ from recorder.errors import ReplayError
 from recorder.replay.tree import layout, rebuild
 from recorder.store import open_store
 
-
-@pytest.fixture(autouse=True)
-def git_env(tmp_path, monkeypatch):
-    for name in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("GIT_CONFIG_GLOBAL", os.devnull)
-    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
-    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))
-    for role in ("AUTHOR", "COMMITTER"):
-        monkeypatch.setenv(f"GIT_{role}_NAME", "Test")
-        monkeypatch.setenv(f"GIT_{role}_EMAIL", "test@example.com")
+pytestmark = pytest.mark.usefixtures("isolated_git")  # tests/conftest.py
 
 
 @pytest.fixture

@@ -225,3 +225,34 @@ def test_the_vanishing_example_plots_its_layers_in_forward_order_with_the_first_
     assert labels == order
     assert colors[0] == plots.VANISHING_COLOR and colors[-1] == plots.NORMAL_COLOR
     assert any(d["kind"] == "vanishing" for d in run["diagnoses"])
+
+
+def test_tsne_without_scikit_learn_says_how_to_get_it(store, tmp_path):
+    pytest.importorskip("numpy")
+    try:
+        import sklearn  # noqa: F401
+        pytest.skip("scikit-learn is installed here")
+    except ImportError:
+        pass
+    record_full_run(store)
+    result = CliRunner().invoke(app, ["plot", "last", "--store", store, "--out", str(tmp_path),
+                                      "--projection", "tsne"])
+    assert result.exit_code == 2
+    assert "--projection tsne needs scikit-learn: pip install 'recorder[projections]'" \
+        in result.stderr
+
+
+def test_diagnoses_of_a_run_still_going_are_computed_on_demand(store):
+    steps, train, val = overfit_series()
+    db = recorder.connect(store)
+
+    @recorder.experiment(store=store)
+    def train_model():
+        for step, t, v in zip(steps, train, val, strict=True):
+            recorder.log({"train_loss": t, "val_loss": v}, step=step)
+
+    train_model()
+    db.runs.update_one({"_id": 1}, {"$set": {"status": "RUNNING"}, "$unset": {"diagnoses": 1}})
+    result = CliRunner().invoke(app, ["show", "1", "--store", store])
+    expected = overfitting(train, val, steps)
+    assert f"overfitting from step {expected.step}" in result.stdout

@@ -2,6 +2,7 @@
 repositories, run as a user runs them: the command in a subprocess, compared with
 `python script.py args…`, then `recorder replay` of what it recorded."""
 
+import contextlib
 import json
 import os
 import signal
@@ -252,8 +253,9 @@ def test_ctrl_c_marks_the_run_interrupted(repo):
         print("ready", flush=True)
         time.sleep(60)
         """})
-    process = subprocess.Popen([sys.executable, "-m", "recorder", "run", "slow.py"], cwd=repo,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with interruptible():
+        process = subprocess.Popen([sys.executable, "-m", "recorder", "run", "slow.py"], cwd=repo,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert process.stdout.readline().strip() == "loss: 0.25"
         assert process.stdout.readline().strip() == "ready"
@@ -424,3 +426,15 @@ def test_a_chatty_script_is_not_slowed_much(tmp_path, git_env):
     doc = store.get_run("last")
     metrics = store.metrics(doc["_id"])
     assert len(metrics["loss"]["values"]) == 30000 and metrics["step"]["steps"][-1] == 29999
+
+
+@contextlib.contextmanager
+def interruptible():
+    """Children started inside take Ctrl-C as at a terminal: a shell's background job (CI,
+    nohup) inherits SIGINT ignored, and Python then never raises KeyboardInterrupt. A
+    handler in this process becomes the default action in the child."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -1,6 +1,7 @@
 """Real scripts in subprocesses, in temporary git repositories with uncommitted work,
 checked the way a user would check the stored run."""
 
+import contextlib
 import os
 import shutil
 import signal
@@ -221,8 +222,9 @@ def test_ctrl_c_marks_the_run_interrupted(tmp_path, isolated_git):
 
         main()
         """})
-    process = subprocess.Popen([sys.executable, "slow.py"], cwd=tmp_path, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+    with interruptible():
+        process = subprocess.Popen([sys.executable, "slow.py"], cwd=tmp_path, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)
     assert process.stdout.readline().strip() == "ready"
     process.send_signal(signal.SIGINT)
     process.wait(timeout=30)
@@ -282,3 +284,15 @@ def test_stdout_still_reaches_the_terminal_and_the_tail_is_capped(tmp_path, isol
     assert result.stdout.count("\n") == 30000
     tail = open_store(tmp_path / ".recorder").get_run("last")["captured_out"]
     assert tail.endswith("line 029999\n") and len(tail) <= 100_000
+
+
+@contextlib.contextmanager
+def interruptible():
+    """Children started inside take Ctrl-C as at a terminal: a shell's background job (CI,
+    nohup) inherits SIGINT ignored, and Python then never raises KeyboardInterrupt. A
+    handler in this process becomes the default action in the child."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

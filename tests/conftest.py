@@ -14,8 +14,10 @@ it becomes a strict xfail on that backend only, so it fails loudly once the back
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -222,3 +224,20 @@ def isolated_git(tmp_path, monkeypatch):
     for role in ("AUTHOR", "COMMITTER"):
         monkeypatch.setenv(f"GIT_{role}_NAME", "Test")
         monkeypatch.setenv(f"GIT_{role}_EMAIL", "test@example.com")
+
+
+@pytest.fixture
+def interruptible():
+    """A context manager: children started inside take Ctrl-C as at a terminal. A shell's
+    background job (CI, nohup) inherits SIGINT ignored, and Python then never raises
+    KeyboardInterrupt; a handler in this process becomes the default action in the child."""
+
+    @contextlib.contextmanager
+    def taking_ctrl_c():
+        previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    return taking_ctrl_c

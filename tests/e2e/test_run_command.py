@@ -2,7 +2,6 @@
 repositories, run as a user runs them: the command in a subprocess, compared with
 `python script.py args…`, then `recorder replay` of what it recorded."""
 
-import contextlib
 import json
 import os
 import signal
@@ -246,7 +245,7 @@ def test_a_missing_script_is_one_line(repo):
     assert not (repo / ".recorder").exists()
 
 
-def test_ctrl_c_marks_the_run_interrupted(repo):
+def test_ctrl_c_marks_the_run_interrupted(interruptible, repo):
     write(repo, {"slow.py": """
         import time
         print("loss: 0.25", flush=True)
@@ -427,14 +426,3 @@ def test_a_chatty_script_is_not_slowed_much(tmp_path, git_env):
     metrics = store.metrics(doc["_id"])
     assert len(metrics["loss"]["values"]) == 30000 and metrics["step"]["steps"][-1] == 29999
 
-
-@contextlib.contextmanager
-def interruptible():
-    """Children started inside take Ctrl-C as at a terminal: a shell's background job (CI,
-    nohup) inherits SIGINT ignored, and Python then never raises KeyboardInterrupt. A
-    handler in this process becomes the default action in the child."""
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)

@@ -1,7 +1,6 @@
 """Real scripts in subprocesses, in temporary git repositories with uncommitted work,
 checked the way a user would check the stored run."""
 
-import contextlib
 import os
 import shutil
 import signal
@@ -209,7 +208,7 @@ def test_numpy_imported_during_the_run_is_seeded_and_torch_is_never_imported(tmp
     assert doc["seeded"] == ["random", "numpy"]
 
 
-def test_ctrl_c_marks_the_run_interrupted(tmp_path, isolated_git):
+def test_ctrl_c_marks_the_run_interrupted(interruptible, tmp_path, isolated_git):
     write(tmp_path, {"slow.py": """
         import time
         import recorder
@@ -285,14 +284,3 @@ def test_stdout_still_reaches_the_terminal_and_the_tail_is_capped(tmp_path, isol
     tail = open_store(tmp_path / ".recorder").get_run("last")["captured_out"]
     assert tail.endswith("line 029999\n") and len(tail) <= 100_000
 
-
-@contextlib.contextmanager
-def interruptible():
-    """Children started inside take Ctrl-C as at a terminal: a shell's background job (CI,
-    nohup) inherits SIGINT ignored, and Python then never raises KeyboardInterrupt. A
-    handler in this process becomes the default action in the child."""
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)

@@ -31,6 +31,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from .errors import LaunchError
+from .output import PassThrough
 
 PROSE_WORDS = frozenset({
     "a", "an", "the", "of", "at", "in", "on", "to", "for", "from", "by", "with", "into",
@@ -158,30 +159,21 @@ class MetricParser:
         return self.is_secret is not None and self.is_secret(text)
 
 
-class MetricLines:
+class MetricLines(PassThrough):
     """A text stream passed through unchanged; each complete line written to it is handed to
     `on_line` (in the writing thread; an exception there is dropped: the script's print never
     fails because of the recorder). `close()` hands over the unfinished last line."""
 
     def __init__(self, stream, on_line: Callable[[str], object]):
-        self.stream = stream
+        super().__init__(stream, self._take_open)
         self._on_line = on_line
         self._partial = ""
         self._lock = threading.Lock()
         self._open = True
 
-    def write(self, text: str) -> int:
-        written = self.stream.write(text)
-        if self._open and type(text) is str and text:
+    def _take_open(self, text: str) -> None:
+        if self._open:
             self._take(text)
-        return written
-
-    def writelines(self, lines) -> None:
-        for line in lines:
-            self.write(line)
-
-    def flush(self) -> None:
-        self.stream.flush()
 
     def close(self) -> None:
         """Stop reading; the last line, if unfinished, is read as it is. The stream stays open."""
@@ -208,6 +200,3 @@ class MetricLines:
             self._on_line(line)
         except Exception:  # noqa: BLE001, S110 - never break the script's output
             pass
-
-    def __getattr__(self, name):  # fileno, isatty, encoding, buffer, ...
-        return getattr(self.stream, name)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import threading
+from collections.abc import Callable
 
 TAIL_CHARS = 100_000
 
@@ -25,15 +26,15 @@ class OutputTail:
 
     def start(self) -> None:
         self._originals = (sys.stdout, sys.stderr)
-        sys.stdout = _Tee(sys.stdout, self)
-        sys.stderr = _Tee(sys.stderr, self)
+        sys.stdout = PassThrough(sys.stdout, self.add)
+        sys.stderr = PassThrough(sys.stderr, self.add)
 
     def stop(self) -> None:
         if self._originals is None:
             return
-        if isinstance(sys.stdout, _Tee) and sys.stdout.tail is self:
+        if isinstance(sys.stdout, PassThrough) and sys.stdout.seen == self.add:
             sys.stdout = self._originals[0]
-        if isinstance(sys.stderr, _Tee) and sys.stderr.tail is self:
+        if isinstance(sys.stderr, PassThrough) and sys.stderr.seen == self.add:
             sys.stderr = self._originals[1]
         self._originals = None
 
@@ -56,15 +57,18 @@ class OutputTail:
         self._size = len(joined)
 
 
-class _Tee:
-    def __init__(self, stream, tail: OutputTail):
+class PassThrough:
+    """A text stream that writes through to `stream` and shows each text to `seen`:
+    everything else (fileno, isatty, encoding, buffer, ...) is the stream's own."""
+
+    def __init__(self, stream, seen: Callable[[str], object]):
         self.stream = stream
-        self.tail = tail
+        self.seen = seen
 
     def write(self, text: str) -> int:
         written = self.stream.write(text)
-        if isinstance(text, str):
-            self.tail.add(text)
+        if type(text) is str and text:
+            self.seen(text)
         return written
 
     def writelines(self, lines) -> None:
@@ -74,5 +78,5 @@ class _Tee:
     def flush(self) -> None:
         self.stream.flush()
 
-    def __getattr__(self, name):  # fileno, isatty, encoding, buffer, ...
+    def __getattr__(self, name):
         return getattr(self.stream, name)

@@ -33,12 +33,9 @@ def losses(series: Mapping[str, Mapping[str, list]], findings: Sequence[Finding]
     pairs = loss_pairs(list(user))
     paired = {name for pair in pairs for name in pair}
     panels: list[tuple[str, ...]] = [*pairs, *((n,) for n in user if n not in paired)]
-    cols = min(3, len(panels))
-    rows = math.ceil(len(panels) / cols)
-    fig = Figure(figsize=(5 * cols, 3.6 * rows))
-    axes = fig.subplots(rows, cols, squeeze=False)
+    fig, axes = _panels(len(panels), 3, (5, 3.6))
     onsets = {f.metric: f for f in findings if f.kind == "overfitting"}
-    for ax, names in zip(axes.flat, panels, strict=False):
+    for ax, names in zip(axes, panels, strict=True):
         for name in names:
             ax.plot(user[name]["steps"], _floats(user[name]["values"]), label=name)
             if name in onsets:
@@ -50,8 +47,6 @@ def losses(series: Mapping[str, Mapping[str, list]], findings: Sequence[Finding]
         ax.set_xlabel("step")
         ax.set_title(" vs ".join(names), fontsize=10)
         ax.legend(fontsize=8)
-    for ax in axes.flat[len(panels):]:
-        ax.set_visible(False)
     notes = [f.message for f in findings if f.kind in ("overfitting", "plateau")]
     if not pairs:
         notes.append("no validation metric: overfitting cannot be judged")
@@ -104,22 +99,17 @@ def gradient_histograms(histograms: Sequence[Mapping[str, Any]], order: Sequence
         return "no gradient histograms: recorder.watch records them every histograms_every steps"
     names = list(dict.fromkeys(h["name"] for h in grads))
     names = sorted(names, key=lambda n: _rank(n, order))
-    cols = min(4, len(names))
-    rows = math.ceil(len(names) / cols)
-    fig = Figure(figsize=(3.6 * cols, 2.6 * rows))
-    axes = fig.subplots(rows, cols, squeeze=False)
+    fig, axes = _panels(len(names), 4, (3.6, 2.6))
     steps = sorted({h["step"] for h in grads})
     shades = colormaps["viridis"](np.linspace(0.15, 0.9, len(steps)))
-    for ax, name in zip(axes.flat, names, strict=False):
+    for ax, name in zip(axes, names, strict=True):
         for h in sorted((h for h in grads if h["name"] == name), key=lambda h: h["step"]):
             edges = np.asarray(h["edges"], dtype=float)
             ax.stairs(h["counts"], edges, color=shades[steps.index(h["step"])],
                       label=f"step {h['step']}")
         ax.set_title(name, fontsize=8)
         ax.tick_params(labelsize=6)
-    for ax in axes.flat[len(names):]:
-        ax.set_visible(False)
-    axes.flat[0].legend(fontsize=6)
+    axes[0].legend(fontsize=6)
     return fig
 
 
@@ -164,11 +154,8 @@ def embeddings(snapshots: Sequence[Mapping[str, Any]], projection: str = "pca") 
     """Each logged embedding projected to 2-D and coloured by label."""
     if not snapshots:
         return "no embeddings: log them with recorder.log_embedding(name, tensor, labels)"
-    cols = min(3, len(snapshots))
-    rows = math.ceil(len(snapshots) / cols)
-    fig = Figure(figsize=(4.5 * cols, 4 * rows))
-    axes = fig.subplots(rows, cols, squeeze=False)
-    for ax, snap in zip(axes.flat, snapshots, strict=False):
+    fig, axes = _panels(len(snapshots), 3, (4.5, 4))
+    for ax, snap in zip(axes, snapshots, strict=True):
         vectors = np.frombuffer(bytes(snap["vectors"]), dtype="<f4").reshape(snap["shape"])
         points = project(vectors, projection)
         labels = snap.get("labels")
@@ -180,8 +167,6 @@ def embeddings(snapshots: Sequence[Mapping[str, Any]], projection: str = "pca") 
         else:
             ax.scatter(points[:, 0], points[:, 1], s=8)
         ax.set_title(f"{snap['name']} at step {snap.get('step')} ({projection})", fontsize=9)
-    for ax in axes.flat[len(snapshots):]:
-        ax.set_visible(False)
     return fig
 
 
@@ -192,19 +177,14 @@ def overlay(runs: Sequence[tuple[str, Mapping[str, Mapping[str, list]]]]) -> Fig
               and all(n in series for _, series in runs[1:])]
     if not shared:
         return "the runs have no metric in common"
-    cols = min(3, len(shared))
-    rows = math.ceil(len(shared) / cols)
-    fig = Figure(figsize=(5 * cols, 3.6 * rows))
-    axes = fig.subplots(rows, cols, squeeze=False)
-    for ax, name in zip(axes.flat, shared, strict=False):
+    fig, axes = _panels(len(shared), 3, (5, 3.6))
+    for ax, name in zip(axes, shared, strict=True):
         for color, (label, series) in zip(colormaps["tab10"].colors, runs, strict=False):
             ax.plot(series[name]["steps"], _floats(series[name]["values"]), color=color,
                     label=label)
         ax.set_title(name, fontsize=10)
         ax.set_xlabel("step")
-    for ax in axes.flat[len(shared):]:
-        ax.set_visible(False)
-    handles, labels = axes.flat[0].get_legend_handles_labels()
+    handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=min(len(runs), 3), fontsize=8,
                bbox_to_anchor=(0.5, -0.02 - 0.04 * math.ceil(len(runs) / 3)))
     fig.tight_layout()
@@ -234,6 +214,17 @@ def project(vectors: np.ndarray, method: str = "pca") -> np.ndarray:
 def save(fig: Figure, path: Path) -> Path:
     fig.savefig(path, dpi=100, bbox_inches="tight")
     return path
+
+
+def _panels(n: int, max_cols: int, size: tuple[float, float]) -> tuple[Figure, list]:
+    """A figure of `n` panels in rows of at most `max_cols`; the spare cells are hidden."""
+    cols = min(max_cols, n)
+    rows = math.ceil(n / cols)
+    fig = Figure(figsize=(size[0] * cols, size[1] * rows))
+    axes = list(fig.subplots(rows, cols, squeeze=False).flat)
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    return fig, axes[:n]
 
 
 def _footer(fig: Figure, notes: Sequence[str]) -> None:

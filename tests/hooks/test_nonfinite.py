@@ -248,3 +248,18 @@ def test_low_precision_sums_do_not_overflow_into_false_alarms(recorded):
             out = model(x)
         assert torch.isfinite(out).all() and out.float().sum() > 65504
     assert recorded(body).kind("nonfinite") == []
+
+
+def test_an_output_changed_in_place_is_named_and_flagged(recorded):
+    """`ReLU(inplace=True)` rewrites the Linear's output before the step's one check: the NaN
+    survives it and is named where it was made; the event says the values were changed."""
+    def body():
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(inplace=True), nn.Linear(8, 3))
+        recorder.watch(model)
+        train(model, 2, nan_in_row_1_at(1))
+    r = recorded(body)
+    [origin] = r.kind("nonfinite")
+    assert (origin["module"], origin["phase"], origin["step"]) == ("0", "forward", 1)
+    assert origin["stats"]["changed_in_place"] is True and origin["stats"]["nan"] == 8
+    assert ("1", "forward") in [(p["module"], p["phase"]) for p in origin["propagation"]]

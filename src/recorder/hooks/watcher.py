@@ -7,20 +7,24 @@ finished (every parameter's `.grad` accumulated). Forward passes without a backw
 step.
 
 Every step (the minimum that finding the first NaN/Inf needs):
-  forward   a hook per module: the sum of its output, on its device (NaN and Inf survive a
-            sum), and a pre-hook on the output's autograd node for the backward;
-  backward  that pre-hook: the sum of the output's gradient;
-  end       the sums of the step (written into one buffer on the device as they are made)
-            read with one `.tolist()`; only if one is not
-            finite is anything more computed (`nonfinite.py`). Outputs and gradients are kept
-            until then (so the culprit can be examined exactly), and dropped after: the
-            memory of one step's module outputs and output gradients, held until the end of
-            its backward. A pass under `no_grad` is checked at its own end; a grad-mode pass
-            that no backward follows, at the end of the next pass.
-Every `every` steps, in the same read: per parameter the L2 norm of `.grad` (one fused
-`_foreach_norm`) and its non-finite count (0 when the norm is finite: counted only when it
-is not), per module the mean |grad_output| (the sum above, of |g|), and the
-vanishing/exploding check (`gradients.py`). `.grad` as it stands after the backward: under
+  forward   a hook per module keeps its output, and puts a pre-hook on the output's
+            autograd node for the backward;
+  backward  that pre-hook keeps the output's gradient;
+  end       the L2 norms of all of them (NaN and Inf survive a norm), made by one fused
+            `_foreach_norm` on their device and read with one `.tolist()`: a reduction
+            per tensor in a single call, not one call per tensor, which costs a dispatch each
+            (measured in tests/bench/bench_hooks.py). Only if one is not finite is anything
+            more computed (`nonfinite.py`). Outputs and gradients are kept until then (so the
+            culprit can be examined exactly), and dropped after: the memory of one step's
+            module outputs and output gradients, held until the end of its backward. An
+            output changed in place later in its pass (`ReLU(inplace=True)` after a Linear)
+            is checked as it stands then, and its event says so. A pass under `no_grad` is
+            checked at its own end; a grad-mode pass that no backward follows, at the end
+            of the next pass.
+Every `every` steps, in the same read: per parameter the L2 norm of `.grad` (in the same
+fused call) and its non-finite count (0 when the norm is finite: counted only when it is
+not), per module the mean |grad_output| (the sum of |g| takes the place of the gradient's
+norm as its check), and the vanishing/exploding check (`gradients.py`). `.grad` as it stands after the backward: under
 gradient accumulation, the running sum.
 Every `histograms_every` steps: per parameter mean |g|, max |g| and a histogram of the
 gradient (and of the weights with `weights=True`): their extremes come in that read, the bins
@@ -37,7 +41,7 @@ import torch
 from torch import Tensor
 
 from .. import run as runs
-from .fetch import StepSums, fetch, norms
+from .fetch import LOW_PRECISION, fetch, norms
 from .gradients import Trends, abs_stats, extremes, histogram_doc, histogram_parts
 from .nonfinite import Candidate, NonFiniteEvents
 
@@ -67,10 +71,9 @@ class Watch:
         self._order: dict[int, None] = {}  # module indices in the order their outputs appear
         self._root = root
         self._recorded_order: list[str] = []
-        self._sums = StepSums()  # the step's sums, on the device, read in one go
-        self._fwd: list[tuple] = []  # (module index, output, its version, slot of its sum)
-        self._seen: dict[int, tuple] = {}  # id(output) -> (output, version, slot, probe)
-        self._bwd: list[tuple] = []  # (probe: module indices, grad, its version, its slot)
+        self._fwd: list[tuple] = []  # (module index, output, its version)
+        self._seen: dict[int, tuple] = {}  # id(output) -> (output, its version, probe)
+        self._bwd: list[tuple] = []  # (probe: module indices, grad, its version)
         self._pending_pass = False  # a grad-mode pass whose sums wait for the backward
         self._graph_handles: list = []  # hooks put on the autograd nodes of this step
         self._queued = False
@@ -85,7 +88,8 @@ class Watch:
     # -- forward -------------------------------------------------------------------------
 
     def _on_forward(self, index: int, module, args, output) -> None:
-        """The hot path (every module, every pass): a sum, and a hook for the gradient."""
+        """The hot path (every module, every pass): the output kept, a hook for its
+        gradient."""
         if self._off:
             return
         if type(output) is Tensor:
@@ -99,21 +103,20 @@ class Watch:
                 continue
             seen = self._seen.get(id(t))
             if seen is not None and seen[0] is t and seen[1] == t._version:
-                # the same tensor as a module before (a container's output): its sum and hook
-                self._fwd.append((index, t, seen[1], seen[2]))
-                if seen[3] is not None:
-                    seen[3].append(index)
+                # the same tensor as a module before (a container's output): its hook
+                self._fwd.append((index, t, seen[1]))
+                if seen[2] is not None:
+                    seen[2].append(index)
                 continue
             version = t._version
-            s = self._sums.add(t)
-            self._fwd.append((index, t, version, s))
+            self._fwd.append((index, t, version))
             probe = None
             node = t.grad_fn
             if node is not None:  # a pre-hook on the node that made `t` sees t's gradient
                 probe = [index]
                 self._graph_handles.append(node.register_prehook(
                     functools.partial(self._on_grad, probe, t.output_nr)))
-            self._seen[id(t)] = (t, version, s, probe)
+            self._seen[id(t)] = (t, version, probe)
         if index not in self._order:
             self._order[index] = None
         if index == 0:
@@ -136,12 +139,8 @@ class Watch:
     def _check_forward(self) -> None:
         entries, self._fwd = self._fwd, []
         self._pending_pass = False
-        if not entries:
-            return
-        slots = self._sums.values()
-        if not self._bwd:  # a backward under way (checkpoint recomputation) keeps its slots
-            self._sums.clear()
-        values = [slots[e[3]] for e in entries]
+        with torch.no_grad():
+            values, _ = fetch(norms([e[1] for e in entries]))
         if not math.isfinite(sum(values)):
             self._report("forward", entries, values)
 
@@ -154,7 +153,7 @@ class Watch:
         if not self._queued:
             self._queued = True
             _engine.queue_callback(self._end_step)
-        self._bwd.append((probe, g, g._version, self._sums.add(g, absolute=self._sampled)))
+        self._bwd.append((probe, g, g._version))
 
     def _end_step(self) -> None:
         """Run by the autograd engine when the backward pass has finished."""
@@ -174,20 +173,16 @@ class Watch:
         shown = ([(n, g, "grad") for n, g in grads]
                  + [(n, p, "weight") for n, p in self._params if self.weights]
                  if histograms else [])
-        sums = self._sums
-        at_norms = sums.add_all(norms([g for _, g in grads])) if sampled else sums.n
-        at_ends = sums.add_all([e.float() for _, t, _ in shown for e in extremes(t)])
-        slots = sums.values()  # the one read of the step
-        sums.clear()
+        fwd_values, bwd_values, norm_values, ends = _read_step(
+            [e[1] for e in fwd], [e[1] for e in bwd], [g for _, g in grads] if sampled else None,
+            [t for _, t, _ in shown])
         # their backward has run: let the handles go now (young objects are cheap to free;
         # a graph kept with retain_graph keeps inert hooks: they check `_off` first)
         self._graph_handles = []
-        fwd_values = [slots[e[3]] for e in fwd]
-        bwd_values = [slots[e[3]] for e in bwd]
         if sampled:
-            self._log_sampled(step, bwd, bwd_values, grads, slots[at_norms:at_ends])
+            self._log_sampled(step, bwd, bwd_values, grads, norm_values)
         if histograms:
-            self._log_histograms(step, shown, slots[at_ends:])
+            self._log_histograms(step, shown, ends)
         if not math.isfinite(sum(fwd_values)):
             self._report("forward", fwd, fwd_values, step)
         if not math.isfinite(sum(bwd_values)):
@@ -207,7 +202,7 @@ class Watch:
     def _log_sampled(self, step: int, bwd: list, sums: list, grads: list, norm_values: list):
         log, metric = self._run.log, self._metric
         total: dict[int, list] = {}
-        for (probe, g, _, _), s in zip(bwd, sums):
+        for (probe, g, _), s in zip(bwd, sums):
             for i in probe:
                 acc = total.setdefault(i, [0.0, 0])
                 acc[0] += s
@@ -297,6 +292,39 @@ def _inert_hook():
 
 def _ignore(module, args, output) -> None:
     return None
+
+
+@torch.no_grad()
+def _read_step(outputs: list, out_grads: list, param_grads: list | None, shown: list) -> tuple:
+    """The one read of a step. Its checks: the L2 norms of the outputs and of the output
+    gradients, in one fused call; on a sampled step (`param_grads` not None) the output
+    gradients' sums of |g| instead (their check, and their mean |g|) and the parameter
+    gradients' norms. And the extremes of the `shown` tensors (histogram steps).
+    Returns (output values, output-gradient values, parameter-gradient norms, extremes)."""
+    sampled = param_grads is not None
+    checked = outputs + (param_grads if sampled else out_grads)
+    abs_sums = _abs_sums(out_grads) if sampled else []
+    ends = [e.float() for t in shown for e in extremes(t)]
+    values, _ = fetch([*norms(checked), *abs_sums, *ends])
+    n_out, n_checked = len(outputs), len(checked)
+    n_read = n_checked + len(abs_sums)
+    if sampled:
+        return (values[:n_out], values[n_checked:n_read], values[n_out:n_checked],
+                values[n_read:])
+    return values[:n_out], values[n_out:n_checked], [], values[n_read:]
+
+
+def _abs_sums(tensors: list[Tensor]) -> list[Tensor]:
+    """The sums of |x| of `tensors`, in float32 or wider (no fp16 overflow): one fused
+    `_foreach_abs` (a fused L1 norm is several times slower on a CPU), then a sum each."""
+    if not tensors:
+        return []
+    try:
+        absolute = torch._foreach_abs(tensors)
+    except RuntimeError:  # layouts the fused path refuses
+        absolute = [t.abs() for t in tensors]
+    return [a.sum(dtype=torch.float32) if a.dtype in LOW_PRECISION else a.sum()
+            for a in absolute]
 
 
 def _tensors(output, depth: int = 0):

@@ -1,7 +1,8 @@
 """NaN/Inf events: where the first non-finite value came from, and a short record of the rest.
 
-The watcher spots candidates cheaply (one sum per module output, read in one batch per step)
-and hands them here in the order the values were made: forward order, then backward order.
+The watcher spots candidates cheaply (one fused norm over the step's module outputs and
+output gradients, read in one batch per step) and hands them here in the order the values
+were made: forward order, then backward order.
 Here they are confirmed exactly and written so that the record stays small:
 
 - the first step with non-finite values gets one origin event (`kind: "nonfinite"`,
@@ -33,12 +34,12 @@ NAN_MODES = ("record", "raise", "breakpoint")
 
 @dataclass
 class Candidate:
-    """A module output (forward) or output gradient (backward) whose sum was not finite."""
+    """A module output (forward) or output gradient (backward) whose check was not finite."""
     module: str
     obj: Any  # the torch.nn.Module
     phase: str
     tensor: torch.Tensor
-    version: int  # tensor._version when its sum was taken: a later in-place change shows
+    version: int  # tensor._version when the hook kept it: a later in-place change shows
 
     @property
     def changed(self) -> bool:
@@ -92,11 +93,11 @@ class NonFiniteEvents:
     # -- confirming ----------------------------------------------------------------------
 
     def _confirm(self, candidates: list[Candidate]) -> list[Candidate]:
-        """A sum of finite values can overflow to Inf (large values, low precision): check
-        the tensor itself the first time a module is suspected; a module confirmed before is
+        """A norm of finite values can overflow to Inf (large values): check the tensor
+        itself the first time a module is suspected; a module confirmed before is
         believed (steady NaN, or an intended -inf mask, would otherwise cost a check a step).
-        A tensor changed in place since its sum was taken cannot be rechecked: the sum is
-        believed."""
+        A tensor changed in place since it was kept is believed: its check was of the values
+        as they are now."""
         check = [c for c in candidates
                  if (c.module, c.phase) not in self._confirmed and not c.changed]
         ok, _ = fetch([torch.isfinite(c.tensor).all() for c in check])

@@ -74,7 +74,7 @@ class Watch:
         self._fwd: list[tuple] = []  # (module index, output, its version)
         self._seen: dict[int, tuple] = {}  # id(output) -> (output, its version, probe)
         self._bwd: list[tuple] = []  # (probe: module indices, grad, its version)
-        self._pending_pass = False  # a grad-mode pass whose sums wait for the backward
+        self._pending_pass = False  # a grad-mode pass whose check waits for the backward
         self._graph_handles: list = []  # hooks put on the autograd nodes of this step
         self._queued = False
         self._sampled = True  # this step computes the `every` statistics
@@ -125,7 +125,7 @@ class Watch:
             self._check_forward()
 
     def _end_pass(self) -> None:
-        """The root module's forward ended. Its sums wait for the backward (one read per
+        """The root module's forward ended. Its check waits for the backward (one read per
         step), unless there will be none: under no_grad, check now."""
         self._seen = {}
         if runs.current_run() is not self._run:  # the run ended: stop recording into it

@@ -61,7 +61,9 @@ Options: --rounds N (default 30), --steps N (default 100), --warmup N (default 1
 --profile (a cProfile of 300 steps of watch every=1 and every=10 after the table),
 --breakdown (more rows: empty forward hooks on every module; forward checks only (outputs
 kept, one fused norm after the backward, no backward hooks); the per-step checks made the
-old way, one sum per output and per output gradient as each is made, read together).
+old way, one sum per output and per output gradient as each is made, read together),
+--flush-at-end (the recorder's flusher writes only when the run ends, not every second:
+the difference it makes is what the store's writes cost the training thread).
 """
 
 from __future__ import annotations
@@ -342,7 +344,11 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--breakdown", action="store_true")
+    parser.add_argument("--flush-at-end", action="store_true")
     args = parser.parse_args()
+    if args.flush_at_end:  # a measuring device, not a user setting: see the docstring
+        from recorder.flusher import Flusher
+        Flusher.__init__.__defaults__ = (3600.0, *Flusher.__init__.__defaults__[1:])
     torch.set_num_threads(1)
     print(f"torch {torch.__version__}, python {platform.python_version()}, "
           f"{os.cpu_count()} cpus, threads {torch.get_num_threads()}; "

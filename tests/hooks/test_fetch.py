@@ -25,3 +25,11 @@ def test_norms_in_float32_for_half_precision():
     big = torch.full((4,), 60000.0, dtype=torch.float16)
     [n] = norms([big])
     assert n.dtype == torch.float32 and n.item() == 120000.0
+
+
+def test_norms_of_mixed_precisions_in_one_call():
+    """A model may hold float64 and float16 tensors at once: each keeps its own width."""
+    tensors = [torch.full((4,), 60000.0, dtype=torch.float16), torch.ones(4, dtype=torch.float64),
+               torch.ones(4, dtype=torch.bfloat16), torch.empty(0)]
+    values, _ = fetch(norms(tensors))
+    assert values == [120000.0, 2.0, 2.0, 0.0]

@@ -2,6 +2,7 @@
 the model as it found it."""
 
 import copy
+import math
 import subprocess
 import sys
 
@@ -234,6 +235,29 @@ def test_tuple_and_dict_outputs_and_a_module_used_twice(recorded):
     r = recorded(body)
     names = {n.split("/")[1] for n in r.metrics if n.endswith("/out_mean_abs")}
     assert names == {"pair", "pair.a", "pair.b", "twice", "Net"}
+
+
+def test_layers_of_different_precisions_in_one_model(recorded):
+    """float64 and bfloat16 layers side by side: their checks and statistics in one read."""
+    class Mixed(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.wide = nn.Linear(4, 4).double()
+            self.narrow = nn.Linear(4, 3).to(torch.bfloat16)
+
+        def forward(self, x):
+            return self.narrow(self.wide(x.double()).to(torch.bfloat16)).float()
+
+    def body():
+        model = Mixed()
+        recorder.watch(model, histograms_every=1)
+        for _ in range(2):
+            model(torch.randn(5, 4)).pow(2).mean().backward()
+    r = recorded(body)
+    for name in ("wide.weight", "narrow.weight"):
+        steps, values = r.series(f"grad/{name}/norm")
+        assert steps == [0, 1] and all(math.isfinite(v) and v > 0 for v in values)
+    assert r.kind("nonfinite") == []
 
 
 def test_inplace_activation_gets_its_own_gradient(recorded):

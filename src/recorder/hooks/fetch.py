@@ -47,9 +47,11 @@ def norms(tensors: list[torch.Tensor], ord: float = 2.0) -> list[torch.Tensor]:
     low = any(t.dtype in LOW_PRECISION for t in tensors)
     try:
         return list(torch._foreach_norm(tensors, ord, dtype=torch.float32 if low else None))
-    except RuntimeError:  # devices or layouts the fused path refuses: one at a time
-        return [torch.linalg.vector_norm(_dense(t), ord, dtype=torch.float32 if low else None)
-                for t in tensors]
+    except RuntimeError:  # devices, layouts or dtypes (float64 beside float16) the fused
+        # path refuses: one at a time
+        return [torch.linalg.vector_norm(
+            _dense(t), ord, dtype=torch.float32 if t.dtype in LOW_PRECISION else None)
+            for t in tensors]
 
 
 def _dense(t: torch.Tensor) -> torch.Tensor:

@@ -260,6 +260,26 @@ def test_layers_of_different_precisions_in_one_model(recorded):
     assert r.kind("nonfinite") == []
 
 
+def test_a_sparse_embedding_gradient(recorded):
+    """`nn.Embedding(sparse=True)`: its statistics are those of the dense gradient; its
+    histogram counts the values stored (the rows that received a gradient)."""
+    grads = []
+
+    def body():
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Embedding(10, 4, sparse=True), nn.Linear(4, 2))
+        recorder.watch(model, histograms_every=1)
+        model(torch.tensor([1, 2, 2])).sum().backward()
+        grads.append(model[0].weight.grad.to_dense())
+    r = recorded(body)
+    dense = grads[0]
+    assert r.series("grad/0.weight/norm")[1] == [pytest.approx(dense.norm().item())]
+    assert r.series("grad/0.weight/mean_abs")[1] == [pytest.approx(dense.abs().mean().item())]
+    assert r.series("grad/0.weight/max_abs")[1] == [pytest.approx(dense.abs().max().item())]
+    [hist] = [h for h in r.histograms if h["name"] == "0.weight"]
+    assert sum(hist["counts"]) == 2 * 4  # rows 1 and 2, coalesced
+
+
 def test_inplace_activation_gets_its_own_gradient(recorded):
     def body():
         model = mlp(inplace=True)

@@ -50,10 +50,12 @@ def norms(tensors: list[torch.Tensor], ord: float = 2.0) -> list[torch.Tensor]:
     except RuntimeError:  # devices, layouts or dtypes (float64 beside float16) the fused
         # path refuses: one at a time
         return [torch.linalg.vector_norm(
-            _dense(t), ord, dtype=torch.float32 if t.dtype in LOW_PRECISION else None)
+            stored_values(t), ord, dtype=torch.float32 if t.dtype in LOW_PRECISION else None)
             for t in tensors]
 
 
-def _dense(t: torch.Tensor) -> torch.Tensor:
+def stored_values(t: torch.Tensor) -> torch.Tensor:
+    """A sparse tensor's stored values (its implicit zeros change no norm, sum |x| or
+    extreme of |x|); any other tensor as it is."""
     return t.coalesce().values() if t.is_sparse else t
 

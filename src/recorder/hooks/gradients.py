@@ -15,7 +15,7 @@ import torch
 
 from ..diagnose import VANISHING_FACTOR, classify  # the one definition: see diagnose.py
 from ..run import utcnow
-from .fetch import LOW_PRECISION
+from .fetch import LOW_PRECISION, stored_values
 
 EXPLODING_FACTOR = VANISHING_FACTOR
 BINS = 64
@@ -111,7 +111,9 @@ def abs_stats(numel: int, lo: float, hi: float, sum_abs: float) -> tuple[float, 
 
 
 def _flat(tensor: torch.Tensor) -> torch.Tensor:
-    x = tensor.detach().flatten()
+    """The values, flat. A sparse gradient (`nn.Embedding(sparse=True)`) gives its stored
+    values: its histogram counts those; its mean |g| is still over every element."""
+    x = stored_values(tensor.detach()).flatten()
     return x.float() if x.dtype in LOW_PRECISION or not x.is_floating_point() else x
 
 

@@ -41,7 +41,7 @@ import torch
 from torch import Tensor
 
 from .. import run as runs
-from .fetch import LOW_PRECISION, fetch, norms
+from .fetch import LOW_PRECISION, fetch, norms, stored_values
 from .gradients import Trends, abs_stats, extremes, histogram_doc, histogram_parts
 from .nonfinite import Candidate, NonFiniteEvents
 
@@ -225,7 +225,7 @@ class Watch:
         """0 where the norm is finite; counted exactly (one more read) only where it is not."""
         odd = [i for i, v in enumerate(norm_values) if not math.isfinite(v)]
         counts = [0] * len(norm_values)
-        exact, _ = fetch([(~torch.isfinite(grads[i][1])).sum() for i in odd])
+        exact, _ = fetch([(~torch.isfinite(stored_values(grads[i][1]))).sum() for i in odd])
         for i, c in zip(odd, exact):
             counts[i] = int(c)
         return counts

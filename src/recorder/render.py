@@ -376,8 +376,8 @@ def _diagnoses(run: dict, shown: dict) -> Iterable[Text]:
 
 
 def _events(run: dict, shown: dict) -> Iterable[Text]:
-    """Where the first NaN/Inf came from, and which layers' gradients vanished or exploded
-    (the events `recorder.watch` writes)."""
+    """Where the first NaN/Inf came from, which layers' gradients vanished or exploded, and
+    a watch that stopped on an error of its own (the events `recorder.watch` writes)."""
     events = [e for e in shown.get("events") or [] if isinstance(e, dict)]
     origins = sorted((e for e in events if e.get("kind") == "nonfinite" and e.get("origin")),
                      key=_event_step)
@@ -409,6 +409,10 @@ def _events(run: dict, shown: dict) -> Iterable[Text]:
         found = sorted((e for e in events if e.get("kind") == kind), key=_event_step)
         if found:
             yield from _pairs((kind, ", ".join(_episode(e) for e in found)))
+    for stopped in sorted((e for e in events if e.get("kind") == "watch_stopped"),
+                          key=_event_step):
+        where = f"{_text(stopped.get('module'))} at step {_text(stopped.get('step'))}"
+        yield from _pairs(("watch error", f"{where}: {_text(stopped.get('error'))}"))
 
 
 def _episode(event: dict) -> str:

@@ -9,8 +9,10 @@ import sys
 import pytest
 import torch
 from torch import nn
+from typer.testing import CliRunner
 
 import recorder
+from recorder import cli
 from recorder.hooks import watcher
 
 
@@ -330,3 +332,25 @@ def test_the_run_ending_stops_the_watch(recorded):
     model, handle = r.value
     train(model, 1)  # after the run: the hooks take themselves off
     assert hooks_left(model) == [] and handle.step == 0
+
+
+def test_a_failure_inside_the_watch_stops_the_watch_not_the_training(recorded, monkeypatch,
+                                                                    capfd):
+    def refuse(tensors, ord=2.0):
+        raise RuntimeError("no norm for this kind of tensor")
+    monkeypatch.setattr(watcher, "norms", refuse)
+
+    def body():
+        model = mlp()
+        handle = recorder.watch(model)
+        losses = train(model, 3)
+        assert hooks_left(model) == [] and "removed" in repr(handle)
+        return losses
+    r = recorded(body)
+    assert len(r.value) == 3 and all(math.isfinite(v) for v in r.value)
+    [stopped] = r.kind("watch_stopped")
+    assert stopped["step"] == 0 and "no norm for this kind of tensor" in stopped["error"]
+    assert "recorder.watch stopped watching Sequential at step 0" in capfd.readouterr().err
+    shown = CliRunner().invoke(cli.app, ["show", "last", "--store", r.url])
+    assert "watch error Sequential at step 0: RuntimeError: no norm" in " ".join(
+        shown.output.split()), shown.output

@@ -33,20 +33,39 @@ gradient (and of the weights with `weights=True`): their extremes come in that r
 
 from __future__ import annotations
 
+import bdb
 import functools
 import math
+import sys
 from typing import Self
 
 import torch
 from torch import Tensor
 
 from .. import run as runs
+from ..errors import NonFiniteError
 from .fetch import LOW_PRECISION, fetch, norms, stored_values
 from .gradients import Trends, abs_stats, extremes, histogram_doc, histogram_parts
 from .nonfinite import Candidate, NonFiniteEvents
 
 _engine = torch.autograd.Variable._execution_engine
 _in_backward = getattr(torch._C, "_current_graph_task_id", lambda: -1)
+
+
+def _guarded(hook):
+    """A failure inside the watch's own hooks (a tensor kind it cannot read, say) stops the
+    watch, never the training step: it is said once on stderr and recorded as a
+    `watch_stopped` event. `nan="raise"` and quitting `nan="breakpoint"`'s debugger are the
+    user's choices, and go through."""
+    @functools.wraps(hook)
+    def guarded(self, *args):
+        try:
+            return hook(self, *args)
+        except (NonFiniteError, bdb.BdbQuit):
+            raise
+        except Exception as exc:  # noqa: BLE001 - the training goes on whatever happened here
+            self._stop(exc)
+    return guarded
 
 
 class Watch:
@@ -87,6 +106,7 @@ class Watch:
 
     # -- forward -------------------------------------------------------------------------
 
+    @_guarded
     def _on_forward(self, index: int, module, args, output) -> None:
         """The hot path (every module, every pass): the output kept, a hook for its
         gradient."""
@@ -146,6 +166,7 @@ class Watch:
 
     # -- backward ------------------------------------------------------------------------
 
+    @_guarded
     def _on_grad(self, probe: list, output_nr: int, grad_outputs) -> None:
         g = grad_outputs[output_nr]
         if g is None or self._off:
@@ -155,6 +176,7 @@ class Watch:
             _engine.queue_callback(self._end_step)
         self._bwd.append((probe, g, g._version))
 
+    @_guarded
     def _end_step(self) -> None:
         """Run by the autograd engine when the backward pass has finished."""
         self._queued = False
@@ -162,9 +184,7 @@ class Watch:
             return
         if runs.current_run() is not self._run:  # the run ended: stop recording into it
             return self.remove()
-        step, self.step = self.step, self.step + 1
-        sampled = self._sampled
-        self._sampled = self.step % self.every == 0
+        step, sampled = self.step, self._sampled
         histograms = bool(self.histograms_every) and step % self.histograms_every == 0
         fwd, self._fwd, self._pending_pass = self._fwd, [], False
         bwd, self._bwd = self._bwd, []
@@ -183,6 +203,8 @@ class Watch:
             self._log_sampled(step, bwd, bwd_values, grads, norm_values)
         if histograms:
             self._log_histograms(step, shown, ends)
+        self.step = step + 1  # counted once its statistics are in (a failure names its step)
+        self._sampled = self.step % self.every == 0
         if not math.isfinite(sum(fwd_values)):
             self._report("forward", fwd, fwd_values, step)
         if not math.isfinite(sum(bwd_values)):
@@ -265,6 +287,14 @@ class Watch:
             h.remove()
         self._handles, self._graph_handles = [], []
         self._fwd, self._bwd, self._seen = [], [], {}
+
+    def _stop(self, exc: Exception) -> None:
+        self.remove()
+        error = f"{type(exc).__name__}: {exc}"
+        print(f"recorder: warning: recorder.watch stopped watching {self._root} at step "
+              f"{self.step} ({error}); the run goes on", file=sys.__stderr__, flush=True)
+        self._run.emit("events", {"kind": "watch_stopped", "module": self._root,
+                                  "step": self.step, "error": error, "time": runs.utcnow()})
 
     def __enter__(self) -> Self:
         return self

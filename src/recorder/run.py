@@ -19,7 +19,8 @@ from typing import Any
 
 from .errors import NoActiveRun
 
-CHUNK_POINTS = 1000
+CHUNK_POINTS = 1000  # the most points in one chunk document
+CHUNK_CLOSE = 100  # a chunk holding this many at a flush is closed there (MetricChunks)
 
 
 def heartbeat_interval() -> float:
@@ -212,20 +213,27 @@ class Run:
 
 
 class MetricChunks:
-    """Points into chunk documents of at most CHUNK_POINTS points per metric.
+    """Points into chunk documents of at most `size` (CHUNK_POINTS) points per metric.
 
-    A chunk is inserted once when it is first written full; otherwise it is the
-    metric's open chunk, replaced whole at each flush until it fills up. Either
+    A flush writes every point it has. A chunk is inserted the first time it is written and
+    closed, never to be written again, as soon as a flush finds it holding `close`
+    (CHUNK_CLOSE) points or more; a smaller one stays open and is replaced whole at the next
+    flush. So a metric logged `close` times a second or faster has each point written once,
+    and a slower one rewrites at most about `close` points a flush: replacing a growing
+    1,000-point chunk every second cost the embedded store some 20 us of CPU per point, on
+    the thread that competes with training for the GIL (tests/bench/bench_hooks.py). Every
     write can be repeated without duplicating a point.
     """
 
-    def __init__(self, uid: str, size: int = CHUNK_POINTS):
+    def __init__(self, uid: str, size: int = CHUNK_POINTS, close: int = CHUNK_CLOSE):
         self.uid = uid
         self.size = size
+        self.close = close
         self._open: dict[str, dict] = {}
 
     def add(self, points: list[tuple]) -> dict[str, list[dict]]:
-        insert, replace, touched = [], [], {}
+        writes: dict[str, list] = {"insert": [], "replace": []}
+        touched = {}
         for name, step, value, t in points:
             chunk = self._open.get(name)
             if chunk is None:
@@ -235,13 +243,17 @@ class MetricChunks:
             chunk["timestamps"].append(t)
             touched[name] = chunk
             if len(chunk["steps"]) == self.size:
-                (replace if chunk.pop("_written", False) else insert).append(self._doc(chunk))
-                self._open[name] = _new_chunk(name, chunk["seq"] + 1)
+                self._write(chunk, writes, close=True)
                 touched.pop(name)
         for chunk in touched.values():
-            replace.append(self._doc(chunk))
-            chunk["_written"] = True
-        return {"insert": insert, "replace": replace}
+            self._write(chunk, writes, close=len(chunk["steps"]) >= self.close)
+        return writes
+
+    def _write(self, chunk: dict, writes: dict[str, list], close: bool) -> None:
+        writes["replace" if chunk.get("_written") else "insert"].append(self._doc(chunk))
+        chunk["_written"] = True
+        if close:
+            self._open[chunk["name"]] = _new_chunk(chunk["name"], chunk["seq"] + 1)
 
     def _doc(self, chunk: dict) -> dict:
         return {"_id": f"{self.uid}:{chunk['seq']}:{chunk['name']}", "name": chunk["name"],

@@ -125,8 +125,9 @@ POINTS = st.lists(st.tuples(METRIC, VALUES, STEPS), max_size=60)
 
 @pytest.fixture
 def small_chunks(monkeypatch):
-    """Chunks of 7 points instead of 1000: a few dozen points cross several chunks."""
-    monkeypatch.setattr(run_module.MetricChunks.__init__, "__defaults__", (7,))
+    """Chunks of at most 7 points instead of 1000, closed at a flush from 3 instead of 100:
+    a few dozen points cross several chunks of both kinds."""
+    monkeypatch.setattr(run_module.MetricChunks.__init__, "__defaults__", (7, 3))
 
 
 @FAST

@@ -115,7 +115,11 @@ def test_embedded_store_loses_nothing_with_many_writer_processes(tmp_path):
             assert series["x"]["steps"] == list(range(POINTS)), run["_id"]
             assert series["x"]["values"] == [w * 1e6 + i * 1e3 + s for s in range(POINTS)]
             assert len(series["x"]["timestamps"]) == POINTS
-        assert store.db["metrics"].count_documents({}) == WRITERS * RUNS  # one full chunk each
+        chunks = [(c["run_id"], c["seq"]) for c in store.db["metrics"].find()]
+        assert len(set(chunks)) == len(chunks)  # no chunk written twice as two documents
+        for run in runs:  # each run's chunks numbered 0..n-1 (more than one if a flush came
+            seqs = sorted(seq for run_id, seq in chunks if run_id == run["_id"])  # mid-run)
+            assert seqs == list(range(len(seqs))), run["_id"]
         assert not list((store_path / "spool").glob("*"))
 
         # locked per write, not per run: runs of different processes overlap in time

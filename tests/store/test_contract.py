@@ -91,9 +91,9 @@ def test_update_run_sets_fields_including_dotted_paths(store):
 
 # -- metrics -------------------------------------------------------------------------------
 
-def metric_ops(uid: str, flushes: list[list[tuple]], size: int) -> list[dict]:
+def metric_ops(uid: str, flushes: list[list[tuple]], size: int, close: int = 100) -> list[dict]:
     """The `metrics` operations a run's flusher makes for these batches of points."""
-    chunks = MetricChunks(uid, size=size)
+    chunks = MetricChunks(uid, size=size, close=close)
     return [{"op": "metrics", "uid": uid, **chunks.add(batch)} for batch in flushes]
 
 
@@ -110,16 +110,18 @@ def test_a_retried_flush_never_duplicates_a_point(store):
     uid = new_uid()
     run_id = insert_run(store, uid)
     loss = points("loss", range(10))
-    ops = metric_ops(uid, [loss[:2], loss[2:9], loss[9:]], size=4)
-    assert [len(op["insert"]) for op in ops] == [0, 1, 0]  # steps 4-7: full when first written
-    assert [len(op["replace"]) for op in ops] == [1, 2, 1]  # the open chunk, rewritten
+    ops = metric_ops(uid, [loss[:2], loss[2:9], loss[9:]], size=5, close=3)
+    # steps 0-1: a first write, left open (under 3); 0-4: rewritten full; 5-8: written once
+    # and closed (3 or more at a flush); 9: a first write, open
+    assert [len(op["insert"]) for op in ops] == [1, 1, 1]
+    assert [len(op["replace"]) for op in ops] == [0, 1, 0]
     for op in ops:  # every flush delivered twice, as after a write that failed late
         store.apply(op)
         store.apply(op)
     for op in ops:  # and all of them again, as `recorder sync` re-delivering a spool
         store.apply(op)
     assert store.metrics(run_id) == {"loss": expected_series(loss)}
-    assert store.count("metrics", run_id) == 3  # 4 + 4 + 2 points
+    assert store.count("metrics", run_id) == 3  # 5 + 4 + 1 points
 
 
 def test_metrics_joins_chunks_in_step_order_across_many_chunks(store):

@@ -70,8 +70,9 @@ class Store:
         self.db[RUNS].update_one({"_id": self.run_id_for(op["uid"])}, {"$set": op["set"]})
 
     def _metrics(self, op: dict) -> None:
-        """`insert` chunks are written once and never change: a retried insert finds them
-        there. The open chunk of each metric is in `replace`, rewritten until it fills up."""
+        """`insert` is a chunk's first write: a retried insert finds it there (and a later
+        `replace` of it may already have grown it). `replace` rewrites an open chunk whole,
+        so a retried one writes the same points again, never more (MetricChunks)."""
         run_id = self.run_id_for(op["uid"])
         for chunk in op["insert"]:
             try:

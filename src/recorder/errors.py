@@ -56,6 +56,8 @@ class NonFiniteError(RecorderError):
         self.neginf = stats.get("neginf")
         self.min, self.max = stats.get("min"), stats.get("max")
         what = "output" if phase == "forward" else "output gradient"
+        if stats.get("parameter"):
+            what = f"gradient of parameter {stats['parameter']!r}"
         finite = ("no finite values" if self.min is None
                   else f"finite values in [{self.min:.6g}, {self.max:.6g}]")
         super().__init__(

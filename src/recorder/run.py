@@ -110,6 +110,18 @@ class Run:
         self._next_step[name] = step + 1
         self._points.append((name, step, value, time.time()))
 
+    def log_step(self, step: int, points: list[tuple[str, float | int]]) -> None:
+        """Several metrics at one step, already plain numbers (`recorder.watch`'s statistics):
+        one call and one timestamp for them all."""
+        if self._in_child:
+            return self._ignore_in_child()
+        now, following = time.time(), self._next_step
+        for name, _ in points:
+            if name not in following:
+                _check_name(name)
+            following[name] = step + 1
+        self._points.extend([(name, step, value, now) for name, value in points])
+
     def _ignore_in_child(self) -> None:
         if not self._warned_child:
             self._warned_child = True

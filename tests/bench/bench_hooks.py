@@ -7,21 +7,26 @@ SGD(lr=0.01), CPU, `torch.set_num_threads(1)`. One step = zero_grad, forward, lo
 backward, optimizer step. Variants, each on its own copy of the model (same init):
   no hooks          the floor
   watch every=1     `recorder.watch(model, every=1)`: defaults otherwise (histograms every
-                    100 steps, nan="record"): per-step NaN/Inf checks of every module's
-                    output and output gradient, per-step norms, non-finite counts and
-                    mean |grad_output|, all read back and logged through `run.log`
-  watch every=10    `recorder.watch(model, every=10)`: the same checks every step, the
-                    statistics every 10th
-  floor: checks     the least any per-step NaN/Inf check of every module's forward output
-                    and output gradient can do with hooks, written by hand with nothing
-                    around it: forward hooks keep the outputs, a pre-hook on each output's
-                    autograd node keeps its gradient, and after the backward one fused
-                    `_foreach_norm` over all of them, read with one `.tolist()`, is checked.
-                    Nothing is logged, nothing else is computed: watch at any `every` does
-                    at least this each step
-  floor: every=1    the same, plus what point 2 schedules every step at every=1: the
-                    parameter gradients' norms (in the same fused call) and each output
-                    gradient's sum of |g| (mean |grad_output|), in the same read; not logged
+                    100 steps, nan="record"): every step, the NaN/Inf check of every
+                    module's output and output gradient and of every parameter gradient,
+                    and the norms, non-finite counts and mean |grad_output|, all read back
+                    and logged into the run
+  watch every=10    `recorder.watch(model, every=10)`: every step, the NaN/Inf check of
+                    every module's output, of the first and last output gradients and of
+                    every parameter gradient; the statistics every 10th
+  floor: hooks      the least any per-step watch of every module can cost, written by hand
+                    with nothing around it: a forward hook per module keeps its output, a
+                    pre-hook on the autograd nodes of the pass's first output and of the
+                    model's output queues the end of the step; nothing is computed
+  floor: forward    floor: hooks, plus a sum of every kept output, read with one
+                    `.tolist()` and checked: the forward half of the per-step NaN/Inf check
+  floor: checks     floor: forward, plus a sum of the two kept gradients and of every
+                    parameter's gradient in the same read: the whole per-step check, what
+                    watch at any `every` does at least each step
+  floor: every=1    what point 2 schedules every step at every=1, not logged: every output's
+                    gradient kept (a pre-hook on each output's node), and in one read a sum
+                    of each output, a sum of |g| of each output gradient (mean |grad_output|)
+                    and the L2 norm of each parameter gradient
   naive .item()     the hand-written way: a forward hook per module checking
                     `math.isfinite(out.sum().item())`, and after backward
                     `p.grad.norm().item()` per parameter logged with `run.log`
@@ -59,9 +64,8 @@ For the wandb row, a venv that sees this one's packages and has wandb:
     /tmp/wandbvenv/bin/python tests/bench/bench_hooks.py
 Options: --rounds N (default 30), --steps N (default 100), --warmup N (default 100),
 --profile (a cProfile of 300 steps of watch every=1 and every=10 after the table),
---breakdown (more rows: empty forward hooks on every module; forward checks only (outputs
-kept, one fused norm after the backward, no backward hooks); the per-step checks made the
-old way, one sum per output and per output gradient as each is made, read together),
+--breakdown (one more row: an empty forward hook on every module, torch's own cost of
+hooking a module),
 --flush-at-end (the recorder's flusher writes only when the run ends, not every second:
 the difference it makes is what the store's writes cost the training thread).
 """
@@ -143,23 +147,25 @@ def naive(variant: Variant) -> None:
 
 
 class Floor:
-    """The least a per-step check can do with hooks (see "floor" in the docstring). With
-    `statistics`, also every step's parameter-gradient norms and output-gradient sums of |g|.
-    Every value is read back and checked, or the work would not be measured."""
+    """The least a per-step check can do with hooks, at `level` "hooks", "forward", "checks"
+    or "every=1" (see "floor" in the docstring). Every value is read back and checked, or
+    the work would not be measured."""
 
-    def __init__(self, model: nn.Module, statistics: bool = False):
-        self.statistics = statistics
+    def __init__(self, model: nn.Module, level: str):
+        self.level, self.root = level, model
         self.params = list(model.parameters())
         self.outputs: list = []
         self.grads: list = []
-        self.queued = False
+        self.queued = self.hooked = False
         self.bad_steps = 0
         for module in model.modules():
             module.register_forward_hook(self.on_forward)
 
     def on_forward(self, module, args, out) -> None:
         self.outputs.append(out)
-        out.grad_fn.register_prehook(self.on_grad)
+        if self.level == "every=1" or not self.hooked or module is self.root:
+            self.hooked = True
+            out.grad_fn.register_prehook(self.on_grad)
 
     def on_grad(self, grad_outputs) -> None:
         if not self.queued:
@@ -169,66 +175,30 @@ class Floor:
 
     @torch.no_grad()
     def end_step(self) -> None:
-        self.queued = False
-        if self.statistics:
-            checked = self.outputs + [p.grad for p in self.params]
-            extra = [a.sum() for a in torch._foreach_abs(self.grads)]
-        else:
-            checked, extra = self.outputs + self.grads, []
-        values = torch.stack([*torch._foreach_norm(checked), *extra]).tolist()
-        self.bad_steps += not math.isfinite(sum(values))
-        self.outputs, self.grads = [], []
+        self.queued = self.hooked = False
+        outputs, grads, self.outputs, self.grads = self.outputs, self.grads, [], []
+        if self.level == "hooks":
+            return
+        values = [o.sum() for o in outputs]
+        if self.level == "checks":
+            values += [g.sum() for g in grads] + [p.grad.sum() for p in self.params]
+        elif self.level == "every=1":
+            values += [g.abs().sum() for g in grads]
+            values += torch._foreach_norm([p.grad for p in self.params])
+        self.bad_steps += not math.isfinite(sum(torch.stack(values).tolist()))
 
 
 def floors() -> list[Variant]:
-    return [Variant("floor: checks", lambda v: setattr(v, "floor", Floor(v.model))),
-            Variant("floor: every=1", lambda v: setattr(v, "floor", Floor(v.model, True)))]
+    return [Variant(f"floor: {level}", lambda v, level=level: setattr(
+        v, "floor", Floor(v.model, level))) for level in ("hooks", "forward", "checks",
+                                                           "every=1")]
 
 
 def breakdown() -> list[Variant]:
-    """Pieces of the per-step mechanism (no statistics, no run.log)."""
     def empty(v: Variant) -> None:
         for module in v.model.modules():
             module.register_forward_hook(lambda module, args, out: None)
-
-    def forward_checks(v: Variant) -> None:
-        """Outputs kept; after the backward (the root output's node queues the end), one
-        fused norm over them, read and checked."""
-        kept: list = []
-
-        @torch.no_grad()
-        def end_step() -> None:
-            assert math.isfinite(sum(torch.stack(torch._foreach_norm(kept)).tolist()))
-            kept.clear()
-
-        def on_forward(module, args, out) -> None:
-            kept.append(out)
-            if module is v.model:
-                out.grad_fn.register_prehook(lambda grads: torch.autograd.Variable.
-                                             _execution_engine.queue_callback(end_step))
-        for module in v.model.modules():
-            module.register_forward_hook(on_forward)
-
-    def sums_as_made(v: Variant) -> None:
-        """A sum per output and per output gradient as each is made, read together."""
-        kept: list = []
-
-        def on_grad(grad_outputs) -> None:
-            kept.append(grad_outputs[0].sum())
-
-        def on_forward(module, args, out) -> None:
-            kept.append(out.detach().sum())
-            out.grad_fn.register_prehook(on_grad)
-        for module in v.model.modules():
-            module.register_forward_hook(on_forward)
-
-        def per_step(v: Variant, loss) -> None:
-            assert math.isfinite(sum(torch.stack(kept).tolist()))
-            kept.clear()
-        v.per_step = per_step
-
-    return [Variant("  empty hooks", empty), Variant("  fwd checks", forward_checks),
-            Variant("  sums as made", sums_as_made)]
+    return [Variant("  empty hooks", empty)]
 
 
 def wandb_variant(tmp: str) -> Variant | None:

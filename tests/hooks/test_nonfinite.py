@@ -263,3 +263,131 @@ def test_an_output_changed_in_place_is_named_and_flagged(recorded):
     assert (origin["module"], origin["phase"], origin["step"]) == ("0", "forward", 1)
     assert origin["stats"]["changed_in_place"] is True and origin["stats"]["nan"] == 8
     assert ("1", "forward") in [(p["module"], p["phase"]) for p in origin["propagation"]]
+
+
+class NaNScaleGrad(torch.autograd.Function):
+    """x * scale, whose backward gives `scale` a NaN gradient when told to (and x a finite
+    one): a non-finite value that only a parameter's gradient shows."""
+
+    @staticmethod
+    def forward(ctx, x, scale, poisoned):
+        ctx.save_for_backward(scale)
+        ctx.poisoned = poisoned
+        return x * scale
+
+    @staticmethod
+    def backward(ctx, g):
+        (scale,) = ctx.saved_tensors
+        grad_scale = torch.full_like(scale, float("nan")) if ctx.poisoned else g.sum().reshape(1)
+        return g * scale, grad_scale, None
+
+
+class Scale(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(1))
+        self.poisoned = False
+
+    def forward(self, x):
+        return NaNScaleGrad.apply(x, self.scale, self.poisoned)
+
+
+def poisoned_at(at: int):
+    def body(steps: int = 4):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(4, 4), Scale(), nn.Linear(4, 2))
+        handle = recorder.watch(model, every=10)
+        for step in range(steps):
+            model[1].poisoned = step == at
+            model(torch.randn(3, 4)).sum().backward()
+        return handle.step
+    return body
+
+
+def test_between_sampled_steps_a_parameter_gradient_is_checked_and_named(recorded):
+    """every=10: steps 1-9 keep no module's output gradient but the first and the last;
+    every parameter's gradient is still checked, and names its module."""
+    r = recorded(poisoned_at(2))
+    assert r.value == 4
+    [origin] = r.kind("nonfinite")
+    assert (origin["module"], origin["phase"], origin["step"]) == ("1", "backward", 2)
+    assert origin["stats"]["parameter"] == "1.scale"
+    assert origin["stats"]["shape"] == [1] and origin["stats"]["nan"] == 1
+
+
+def test_raise_names_the_parameter_whose_gradient_is_not_finite(recorded):
+    def body():
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(4, 4), Scale(), nn.Linear(4, 2))
+        recorder.watch(model, every=10, nan="raise")
+        model(torch.randn(3, 4)).sum().backward()
+        model[1].poisoned = True
+        with pytest.raises(recorder.NonFiniteError) as caught:
+            model(torch.randn(3, 4)).sum().backward()
+        return caught.value
+    error = recorded(body).value
+    assert (error.module, error.phase, error.step) == ("1", "backward", 1)
+    assert str(error).startswith("non-finite gradient of parameter '1.scale' of module '1' "
+                                 "in the backward pass at step 1: shape (1,), 1 NaN")
+
+
+@pytest.mark.parametrize("phase, at", [("forward", 3), ("backward", 4)])
+@pytest.mark.parametrize("every", [1, 10])
+def test_between_sampled_steps_the_same_origins_are_named(recorded, every, phase, at):
+    """A NaN in the input (forward) or an Inf made by a backward, at a step that every=10
+    does not sample: named as on a sampled step."""
+    class InfGrad(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x.clone()
+
+        @staticmethod
+        def backward(ctx, g):
+            return g * float("inf")
+
+    class Poison(nn.Module):
+        armed = False
+
+        def forward(self, x):
+            return InfGrad.apply(x) if self.armed else x
+
+    def body():
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(4, 4), Poison(), nn.Linear(4, 2))
+        recorder.watch(model, every=every)
+        for step in range(6):
+            x = torch.randn(3, 4)
+            if phase == "forward" and step == at:
+                x[0, 0] = float("nan")
+            model[1].armed = phase == "backward" and step == at
+            model.zero_grad(set_to_none=True)
+            model(x).sum().backward()
+    r = recorded(body)
+    [origin] = r.kind("nonfinite")
+    assert (origin["module"], origin["phase"], origin["step"]) == ("0", phase, at)
+    assert "parameter" not in origin["stats"]  # an output gradient, kept at every step
+    assert r.kind("nonfinite_summary") == []
+
+
+def test_modules_called_without_their_container_still_count_steps(recorded):
+    """The training loop calls the watched model's layers itself, never the model."""
+    def body():
+        model = mlp()
+        handle = recorder.watch(model, every=10)
+        for _ in range(3):
+            x = model[0](torch.randn(5, 4))
+            model[2](model[1](x)).sum().backward()
+        return handle.step
+    assert recorded(body).value == 3
+
+
+def test_a_grad_mode_pass_without_backward_then_a_training_pass(recorded):
+    """A validation pass left in grad mode (no backward) does not swallow the next step."""
+    def body():
+        model = mlp()
+        handle = recorder.watch(model, every=10)
+        for _ in range(3):
+            model(torch.randn(5, 4)).sum()  # no backward
+            model(torch.randn(5, 4)).sum().backward()
+        return handle.step
+    assert recorded(body).value == 3

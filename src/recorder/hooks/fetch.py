@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 
 LOW_PRECISION = (torch.float16, torch.bfloat16)
+_PLAIN = (torch.float32, torch.float64)  # summed as they are
 
 
 def fetch(scalars: list[torch.Tensor], vectors: list[torch.Tensor] = ()) -> tuple[list, list]:
@@ -52,6 +53,17 @@ def norms(tensors: list[torch.Tensor], ord: float = 2.0) -> list[torch.Tensor]:
         return [torch.linalg.vector_norm(
             stored_values(t), ord, dtype=torch.float32 if t.dtype in LOW_PRECISION else None)
             for t in tensors]
+
+
+def sum_of(t: torch.Tensor) -> torch.Tensor:
+    """The sum of `t` on its device, in float32 or wider (no fp16 overflow): NaN and Inf
+    survive it, so it is the cheapest check that a tensor is finite (one kernel)."""
+    if t.dtype in _PLAIN and t.layout is torch.strided:
+        return t.sum()
+    t = stored_values(t)
+    if t.is_complex():
+        t = torch.view_as_real(t)
+    return t.sum(dtype=torch.float32) if t.dtype in LOW_PRECISION else t.sum()
 
 
 def stored_values(t: torch.Tensor) -> torch.Tensor:

@@ -1,8 +1,8 @@
 """NaN/Inf events: where the first non-finite value came from, and a short record of the rest.
 
-The watcher spots candidates cheaply (one fused norm over the step's module outputs and
-output gradients, read in one batch per step) and hands them here in the order the values
-were made: forward order, then backward order.
+The watcher spots candidates cheaply (a sum of each of the step's module outputs, kept
+output gradients and parameter gradients, read in one batch per step) and hands them here
+in the order the values were made: forward order, then backward order.
 Here they are confirmed exactly and written so that the record stays small:
 
 - the first step with non-finite values gets one origin event (`kind: "nonfinite"`,
@@ -27,19 +27,21 @@ import torch
 
 from ..errors import NonFiniteError
 from ..run import utcnow
-from .fetch import LOW_PRECISION, fetch
+from .fetch import LOW_PRECISION, fetch, stored_values
 
 NAN_MODES = ("record", "raise", "breakpoint")
 
 
 @dataclass
 class Candidate:
-    """A module output (forward) or output gradient (backward) whose check was not finite."""
+    """A module output (forward), or an output gradient or a parameter's gradient
+    (backward), whose check was not finite."""
     module: str
     obj: Any  # the torch.nn.Module
     phase: str
     tensor: torch.Tensor
     version: int  # tensor._version when the hook kept it: a later in-place change shows
+    parameter: str | None = None  # a parameter's gradient: the parameter's name
 
     @property
     def changed(self) -> bool:
@@ -48,7 +50,7 @@ class Candidate:
 
 def tensor_stats(tensor: torch.Tensor) -> dict:
     """Shape, dtype, NaN/+Inf/-Inf counts and min/max of the finite values, exactly."""
-    x = tensor.detach()
+    x = stored_values(tensor.detach())
     x = x.float() if x.dtype in LOW_PRECISION else x
     finite = torch.isfinite(x)
     inf = torch.full((), math.inf, dtype=x.dtype, device=x.device)
@@ -93,14 +95,14 @@ class NonFiniteEvents:
     # -- confirming ----------------------------------------------------------------------
 
     def _confirm(self, candidates: list[Candidate]) -> list[Candidate]:
-        """A norm of finite values can overflow to Inf (large values): check the tensor
+        """A sum of finite values can overflow to Inf (large values): check the tensor
         itself the first time a module is suspected; a module confirmed before is
         believed (steady NaN, or an intended -inf mask, would otherwise cost a check a step).
         A tensor changed in place since it was kept is believed: its check was of the values
         as they are now."""
         check = [c for c in candidates
                  if (c.module, c.phase) not in self._confirmed and not c.changed]
-        ok, _ = fetch([torch.isfinite(c.tensor).all() for c in check])
+        ok, _ = fetch([torch.isfinite(stored_values(c.tensor)).all() for c in check])
         overflow = {id(c) for c, finite in zip(check, ok) if finite}
         found = [c for c in candidates if id(c) not in overflow]
         self._confirmed.update((c.module, c.phase) for c in found)
@@ -110,9 +112,7 @@ class NonFiniteEvents:
 
     def _record_origin(self, step: int, found: list[Candidate]) -> None:
         first = found[0]
-        stats = tensor_stats(first.tensor)
-        if first.changed:
-            stats["changed_in_place"] = True  # counts are of the values as they are now
+        stats = _stats(first)
         self.origin = {"kind": "nonfinite", "origin": True, "step": step, "phase": first.phase,
                        "module": first.module, "module_type": type(first.obj).__name__,
                        "shape": stats["shape"], "stats": stats, "propagation": [],
@@ -155,10 +155,19 @@ class NonFiniteEvents:
     def _act(self, step: int, first: Candidate) -> None:
         stats = self.origin["stats"] if (
             self.origin["step"] == step and self.origin["module"] == first.module
-            and self.origin["phase"] == first.phase) else tensor_stats(first.tensor)
+            and self.origin["phase"] == first.phase) else _stats(first)
         if self.mode == "raise":
             raise NonFiniteError(first.module, first.phase, step, stats)
         stop_in_debugger(first.obj, first.module, first.tensor, first.phase, step, stats)
+
+
+def _stats(c: Candidate) -> dict:
+    stats = tensor_stats(c.tensor)
+    if c.changed:
+        stats["changed_in_place"] = True  # counts are of the values as they are now
+    if c.parameter is not None:  # a parameter's gradient: no output gradient was kept
+        stats["parameter"] = c.parameter
+    return stats
 
 
 def stop_in_debugger(module, name: str, tensor: torch.Tensor, phase: str, step: int,

@@ -119,7 +119,7 @@ class Run:
         for name, _ in points:
             if name not in following:
                 _check_name(name)
-            following[name] = step + 1
+        following.update(dict.fromkeys([name for name, _ in points], step + 1))
         self._points.extend([(name, step, value, now) for name, value in points])
 
     def _ignore_in_child(self) -> None:

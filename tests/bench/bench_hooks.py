@@ -32,7 +32,9 @@ backward, optimizer step. Variants, each on its own copy of the model (same init
                     `p.grad.norm().item()` per parameter logged with `run.log`
   detect_anomaly    `torch.autograd.set_detect_anomaly(True)` (on only while it runs)
   wandb.watch       `wandb.watch(model, log="all", log_freq=1)`, offline, with a
-                    `wandb.log` per step (skipped with a note when wandb is not importable)
+                    `wandb.log` per step (skipped with a note when wandb is not importable);
+                    timed after the others, against a "no hooks" timed beside it, since
+                    wandb's background threads would slow every row timed beside them
 
 All variants run inside one real `@recorder.experiment` run on an embedded store in a
 temporary directory, so the metrics really flow through `run.log` and the flusher; the two
@@ -226,10 +228,24 @@ def anomaly():
         torch.autograd.set_detect_anomaly(False)
 
 
+def interleave(variants: list[Variant], batches: list, args) -> None:
+    """Warm-up, then `args.rounds` rounds of `args.steps` steps of each, shuffled a round."""
+    for v in variants:
+        v.run(batches, args.warmup)
+    order = list(variants)
+    for _ in range(args.rounds):
+        random.shuffle(order)
+        for v in order:
+            ms, cpu_ms = v.run(batches, args.steps)
+            v.ms.append(ms)
+            v.cpu_ms.append(cpu_ms)
+
+
 def measure(args, tmp: str) -> tuple[dict, int, dict]:
+    """{variant: (ms per round, steps, cpu ms per round, its baseline's ms and cpu ms)}."""
     store = os.path.join(tmp, "store")
     notes: dict[str, str] = {}
-    results: dict[str, tuple[list, int]] = {}
+    results: dict[str, tuple] = {}
 
     @recorder.experiment(name="bench_hooks", store=store)
     def bench(rounds: int = args.rounds, steps: int = args.steps, warmup: int = args.warmup):
@@ -248,29 +264,28 @@ def measure(args, tmp: str) -> tuple[dict, int, dict]:
             *floors(),
             Variant("naive .item()", naive),
             Variant("detect_anomaly", context=anomaly),
+            *(breakdown() if args.breakdown else []),
         ]
-        wb = wandb_variant(tmp)
-        if wb is None:
-            notes["wandb.watch"] = "skipped: wandb is not importable here (see the docstring)"
-        else:
-            variants.append(wb)
-        if args.breakdown:
-            variants += breakdown()
-        for v in variants:
-            v.run(batches, warmup)
-        order = list(variants)
         process, thread = time.process_time(), time.thread_time()
-        for _ in range(rounds):
-            random.shuffle(order)
-            for v in order:
-                ms, cpu_ms = v.run(batches, steps)
-                v.ms.append(ms)
-                v.cpu_ms.append(cpu_ms)
+        interleave(variants, batches, args)
         # the CPU of the recorder's own threads (flusher, heartbeat) while the rounds ran
         notes["other threads"] = (time.process_time() - process) - (time.thread_time() - thread)
         if args.profile:
             profile(variants[1:3], batches)
-        results.update({v.name: (v.ms, v.steps, v.cpu_ms) for v in variants})
+        base = variants[0]
+        results.update({v.name: (v.ms, v.steps, v.cpu_ms, base.ms, base.cpu_ms)
+                        for v in variants})
+        # wandb's own threads would slow the rows above if it ran beside them: a phase of its
+        # own, against a baseline timed beside it
+        wb = wandb_variant(tmp)
+        if wb is None:
+            notes["wandb.watch"] = "skipped: wandb is not importable here (see the docstring)"
+            return
+        base = Variant("no hooks")
+        interleave([base, wb], batches, args)
+        sys.modules["wandb"].finish()
+        results[wb.name] = (wb.ms, wb.steps, wb.cpu_ms, base.ms, base.cpu_ms)
+        notes[wb.name] = "timed in a phase of its own after the others (its threads)"
 
     bench()
     return results, recorder_run_id(store), notes
@@ -327,20 +342,19 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         results, run_id, notes = measure(args, tmp)
         counts = stored(os.path.join(tmp, "store"), run_id)
-    base_ms, _, base_cpu = results["no hooks"]
-    base = statistics.mean(base_ms)
     paired = {name: statistics.median(m / b for m, b in zip(ms, base_ms))
-              for name, (ms, _, _) in results.items()}
+              for name, (ms, _, _, base_ms, _) in results.items()}
     print(f"\n{'variant':<16} {'paired':>7} {'ms/step':>8} {'ratio':>7} {'cpu':>7}   "
           "target (on paired)")
-    for name, (ms, _, cpu) in results.items():
+    for name, (ms, _, cpu, base_ms, base_cpu) in results.items():
         target = TARGETS.get(name)
         verdict = "" if target is None else (
             f"<= {target:.2f}x  {'met' if paired[name] <= target else 'MISSED'}; its floor "
             f"{paired[FLOORS[name]]:.2f}x")
         cpu_paired = statistics.median(c / b for c, b in zip(cpu, base_cpu))
+        ratio = statistics.mean(ms) / statistics.mean(base_ms)
         print(f"{name:<16} {paired[name]:6.2f}x {statistics.mean(ms):8.3f} "
-              f"{statistics.mean(ms) / base:6.2f}x {cpu_paired:6.2f}x   {verdict}")
+              f"{ratio:6.2f}x {cpu_paired:6.2f}x   {verdict}")
     background = notes.pop("other threads")
     for name, note in notes.items():
         print(f"{name:<16} {note}")

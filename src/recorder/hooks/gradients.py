@@ -35,6 +35,8 @@ class Trends:
 
     def update(self, step: int, out_mean_abs: Mapping[str, float]) -> None:
         now = classify(out_mean_abs, self.factor, self.exploding_factor)
+        if not now and not self.open:  # the usual step: nothing starts, nothing ends
+            return
         reference = list(out_mean_abs.items())[-1] if out_mean_abs else (None, None)
         for module, event in list(self.open.items()):
             if now.get(module) != event["kind"]:

@@ -94,6 +94,7 @@ class Watch:
         self._metric = {n: {s: f"grad/{n}/{s}" for s in ("norm", "nonfinite", "mean_abs",
                                                          "max_abs", "out_mean_abs")}
                         for n in [*self._names, *(n for n, _ in self._params)]}
+        self._out_metric = [self._metric[n]["out_mean_abs"] for n in self._names]
         self._order: dict[int, None] = {}  # module indices in the order their outputs appear
         self._root = root
         self._recorded_order: list[str] = []
@@ -254,21 +255,26 @@ class Watch:
 
     def _log_sampled(self, step: int, bwd: list, sums: list, grads: list, norm_values: list):
         metric = self._metric
-        total: dict[int, list] = {}
+        total: dict[int, list] = {}  # module -> [sum |g|, count] over its output gradients
         for (probe, g, _), s in zip(bwd, sums):
+            n = g.numel()
             for i in probe:
-                acc = total.setdefault(i, [0.0, 0])
-                acc[0] += s
-                acc[1] += g.numel()
-        out_mean_abs = {}
+                acc = total.get(i)
+                if acc is None:
+                    total[i] = [s, n]
+                else:
+                    acc[0] += s
+                    acc[1] += n
+        out_mean_abs, points = {}, []
         for i in self._order:
             if i in total:
                 s, n = total[i]
-                out_mean_abs[self._names[i]] = s / n if n else math.nan
-        points = [(metric[name]["out_mean_abs"], v) for name, v in out_mean_abs.items()]
+                out_mean_abs[self._names[i]] = value = s / n if n else math.nan
+                points.append((self._out_metric[i], value))
         counts = self._nonfinite_counts(grads, norm_values)
         for (name, _, _), norm, count in zip(grads, norm_values, counts):
-            points += [(metric[name]["norm"], norm), (metric[name]["nonfinite"], count)]
+            names = metric[name]
+            points += [(names["norm"], norm), (names["nonfinite"], count)]
         self._run.log_step(step, points)
         self._record_order()
         self.trends.update(step, out_mean_abs)

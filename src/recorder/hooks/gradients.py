@@ -31,20 +31,22 @@ class Trends:
         self.run = run
         self.factor, self.exploding_factor = factor, exploding_factor
         self.open: dict[str, dict] = {}  # module -> its event while the episode lasts
-        self._last: dict[str, int] = {}
+        self._kinds: dict[str, str] = {}  # module -> the kind of its open episode
+        self._previous: int | None = None  # the last step checked: every open episode held
 
     def update(self, step: int, out_mean_abs: Mapping[str, float]) -> None:
         now = classify(out_mean_abs, self.factor, self.exploding_factor)
-        if not now and not self.open:  # the usual step: nothing starts, nothing ends
+        previous, self._previous = self._previous, step
+        if now == self._kinds:  # the usual step: nothing starts, nothing ends
             return
+        self._kinds = now
         reference = list(out_mean_abs.items())[-1] if out_mean_abs else (None, None)
         for module, event in list(self.open.items()):
             if now.get(module) != event["kind"]:
                 del self.open[module]
-                event.update(end_step=step, last_step=self._last[module], time=utcnow())
+                event.update(end_step=step, last_step=previous, time=utcnow())
                 self.run.emit("events", event)
         for module, kind in now.items():
-            self._last[module] = step
             if module in self.open:
                 continue
             value = out_mean_abs[module]

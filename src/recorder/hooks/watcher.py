@@ -274,7 +274,8 @@ class Watch:
         counts = self._nonfinite_counts(grads, norm_values)
         for (name, _, _), norm, count in zip(grads, norm_values, counts):
             names = metric[name]
-            points += [(names["norm"], norm), (names["nonfinite"], count)]
+            points.append((names["norm"], norm))
+            points.append((names["nonfinite"], count))
         self._run.log_step(step, points)
         self._record_order()
         self.trends.update(step, out_mean_abs)

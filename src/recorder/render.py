@@ -385,6 +385,8 @@ def _events(run: dict, shown: dict) -> Iterable[Text]:
         stats = origin.get("stats") if isinstance(origin.get("stats"), dict) else {}
         module_type = origin.get("module_type")
         what = f" ({module_type})" if isinstance(module_type, str) else ""
+        if isinstance(stats.get("parameter"), str):  # found by a parameter's gradient
+            what += f", the gradient of {stats['parameter']}"
         where = (f"module {_text(origin.get('module'))}{what}, "
                  f"{_text(origin.get('phase'))} pass, step {_text(origin.get('step'))}")
         yield from _pairs(("first NaN", where))

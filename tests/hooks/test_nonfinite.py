@@ -7,8 +7,10 @@ import sys
 import pytest
 import torch
 from torch import nn
+from typer.testing import CliRunner
 
 import recorder
+from recorder import cli
 
 BREAKS: list[dict] = []
 
@@ -313,6 +315,9 @@ def test_between_sampled_steps_a_parameter_gradient_is_checked_and_named(recorde
     assert (origin["module"], origin["phase"], origin["step"]) == ("1", "backward", 2)
     assert origin["stats"]["parameter"] == "1.scale"
     assert origin["stats"]["shape"] == [1] and origin["stats"]["nan"] == 1
+    shown = CliRunner().invoke(cli.app, ["show", "last", "--store", r.url])
+    assert ("first NaN module 1 (Scale), the gradient of 1.scale, backward pass, step 2"
+            in " ".join(shown.output.split())), shown.output
 
 
 def test_raise_names_the_parameter_whose_gradient_is_not_finite(recorded):

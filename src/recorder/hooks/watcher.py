@@ -173,7 +173,7 @@ class Watch:
                 if t.grad_fn is not None and t.is_floating_point():  # and the modules that
                     self._hook_grad([i for i, kept, _ in recent if kept is t], t)  # made it
         self._hooked = False
-        if not self._queued and _in_backward() == -1 and self._pending_pass:
+        if self._pending_pass and not self._queued and _in_backward() == -1:
             self._check_forward()  # an earlier grad-mode pass that no backward followed
         self._pending_pass = torch.is_grad_enabled()
         if not self._pending_pass:

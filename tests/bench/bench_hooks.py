@@ -64,9 +64,10 @@ at least "floor: every=1".
 
 Run it (from the repository root):
     . .venv/bin/activate && python tests/bench/bench_hooks.py
-For the wandb row, a venv that sees this one's packages and has wandb:
+For the wandb row, a venv that sees this one's packages and this checkout's `src` (an
+editable install's own .pth is not read from a directory added by another .pth) and has wandb:
     python -m venv /tmp/wandbvenv
-    echo "$PWD/.venv/lib/python3.11/site-packages" \\
+    printf '%s\\n' "$PWD/.venv/lib/python3.11/site-packages" "$PWD/src" \\
         > /tmp/wandbvenv/lib/python3.11/site-packages/project.pth
     /tmp/wandbvenv/bin/pip install wandb
     /tmp/wandbvenv/bin/python tests/bench/bench_hooks.py
